@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against the anchors: `python -m benchmarks NAME [--json]`."""

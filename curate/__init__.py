@@ -1,0 +1,1 @@
+"""Curation: stages, pipeline, executors (local, Ray) and the `vfm-curate` command. Imports `dataload`."""
