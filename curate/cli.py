@@ -7,6 +7,9 @@ import importlib
 import os
 import sys
 
+from curate.errors import CurateError
+from dataload.errors import VideoError
+
 # name -> (module, one-line help). Each module has add_arguments(parser) and run(args) -> exit code.
 SUBCOMMANDS = {
     "run": ("curate.commands.run", "curate videos into clips, shards, parquet and a report"),
@@ -36,10 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataload.errors import VideoError  # noqa: PLC0415
-
-    from curate.errors import CurateError  # noqa: PLC0415
-
     parser = build_parser()
     args = parser.parse_args(argv)
     module = getattr(args, "_module", None)
