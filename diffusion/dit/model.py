@@ -1,0 +1,172 @@
+"""VideoDiT: the Wan2.1 text-to-video transformer, written here, weight-compatible with diffusers.
+
+Flow: Conv3d patch embedding -> tokens (B, S, D); sinusoidal timestep -> MLP -> 6-way AdaLN modulation
+per block; text -> 2-layer GELU(tanh) projection; blocks of [modulated LN -> self-attention (RMS-normed
+Q/K, 3D RoPE) -> gated residual; LN -> cross-attention to text; modulated LN -> GELU MLP -> gated
+residual]; modulated LN head -> linear -> unpatchify. Norms and modulation run in float32 (as Wan does),
+so bf16 autocast keeps them stable.
+
+With a context-parallel group set, the token sequence (and its RoPE angles) is sharded over the group
+after the patch embedding and gathered before unpatchifying; text tokens stay replicated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from diffusion.dit.attention import CrossAttention, SelfAttention
+from diffusion.dit.config import DiTConfig
+from diffusion.dit.rope import rope_angles, rope_cos_sin
+
+
+def _layer_norm32(x: torch.Tensor, eps: float, weight=None, bias=None) -> torch.Tensor:
+    w = None if weight is None else weight.float() if x.dtype != torch.float64 else weight
+    b = None if bias is None else bias.float() if x.dtype != torch.float64 else bias
+    xf = x if x.dtype == torch.float64 else x.float()
+    return F.layer_norm(xf, (x.shape[-1],), w, b, eps)
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B,) -> (B, dim): [cos, sin] of t * 10000^(-i/half) (Wan's flip_sin_to_cos layout)."""
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.to(work)[:, None] * freqs.to(work)[None, :]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class MLP2(nn.Module):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, act: nn.Module):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, d_hidden)
+        self.act = act
+        self.fc2 = nn.Linear(d_hidden, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, c: DiTConfig):
+        super().__init__()
+        self.eps = c.eps
+        self.self_attn = SelfAttention(c.dim, c.num_heads, c.eps)
+        self.cross_norm = nn.LayerNorm(c.dim, eps=c.eps) if c.cross_attn_norm else None
+        self.cross_attn = CrossAttention(c.dim, c.num_heads, c.eps)
+        self.mlp = MLP2(c.dim, c.ffn_dim, c.dim, nn.GELU(approximate="tanh"))
+        self.modulation = nn.Parameter(torch.randn(1, 6, c.dim) / c.dim**0.5)
+
+    def forward(self, x, mod, text, cos, sin, cp=None, key_mask=None, text_mask=None):
+        # mod (B, 6, D) in float32: shift/scale/gate for attention, then for the MLP
+        m = self.modulation.to(mod.dtype) + mod
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = m.chunk(6, dim=1)
+        h = (_layer_norm32(x, self.eps) * (1 + scale_a) + shift_a).type_as(x)
+        x = (x.to(m.dtype) + self.self_attn(h, cos, sin, cp, key_mask) * gate_a).type_as(x)
+        h = x if self.cross_norm is None else _layer_norm32(
+            x, self.eps, self.cross_norm.weight, self.cross_norm.bias).type_as(x)
+        x = x + self.cross_attn(h, text, text_mask)
+        h = (_layer_norm32(x, self.eps) * (1 + scale_f) + shift_f).type_as(x)
+        return (x.to(m.dtype) + self.mlp(h).to(m.dtype) * gate_f).type_as(x)
+
+
+class Head(nn.Module):
+    def __init__(self, dim: int, out_dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.proj = nn.Linear(dim, out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.modulation.to(temb.dtype) + temb[:, None, :]).chunk(2, dim=1)
+        return self.proj((_layer_norm32(x, self.eps) * (1 + scale) + shift).type_as(x))
+
+
+class VideoDiT(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        c = self.config = config
+        self.patch_embed = nn.Conv3d(c.in_channels, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.time_embed = MLP2(c.freq_dim, c.dim, c.dim, nn.SiLU())
+        self.time_modulation = nn.Linear(c.dim, 6 * c.dim)  # applied to SiLU(time embedding)
+        self.text_embed = MLP2(c.text_dim, c.dim, c.dim, nn.GELU(approximate="tanh"))
+        self.blocks = nn.ModuleList(DiTBlock(c) for _ in range(c.num_layers))
+        self.head = Head(c.dim, c.out_channels * c.patch_volume, c.eps)
+        self.activation_checkpointing = c.activation_checkpointing
+        self._cp = None
+
+    # -- parallelism and memory ------------------------------------------------------------------
+    def set_context_parallel(self, cp) -> None:
+        """Shard the token sequence over `cp.group` inside forward (None: one rank)."""
+        self._cp = cp
+
+    def enable_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block in backward instead of keeping its activations."""
+        self.activation_checkpointing = enabled
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, F, H, W) latents, timestep (B,) in [0, 1000), text (B, L, text_dim) -> velocity like x."""
+        c = self.config
+        if x.ndim != 5 or x.shape[1] != c.in_channels:
+            raise ValueError(f"expected x of shape (B, {c.in_channels}, F, H, W), got {tuple(x.shape)}")
+        b, _, f, h, w = x.shape
+        pt, ph, pw = c.patch_size
+        if f % pt or h % ph or w % pw:
+            raise ValueError(f"latent size (F={f}, H={h}, W={w}) is not divisible by patch_size {c.patch_size}")
+        grid = (f // pt, h // ph, w // pw)
+        seq_len = math.prod(grid)
+
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2).contiguous()  # (B, S, D)
+        cos, sin = rope_cos_sin(rope_angles(grid, c.head_dim, c.rope_theta, c.rope_max_seq_len, x.device),
+                                tokens.dtype)
+
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        param_dtype = self.time_embed.fc1.weight.dtype
+        temb = self.time_embed(timestep_sinusoid(timestep, c.freq_dim, param_dtype).to(param_dtype))
+        temb = temb.type_as(tokens)
+        mod = self.time_modulation(F.silu(temb)).unflatten(1, (6, c.dim))
+        mod = mod if mod.dtype == torch.float64 else mod.float()
+        temb32 = temb if temb.dtype == torch.float64 else temb.float()
+
+        if text_mask is not None:
+            # Wan's convention: padded text positions are zero vectors (they still pass the projection)
+            text = text * text_mask[..., None].to(text.dtype)
+        ctx = self.text_embed(text)
+        ctx_mask = text_mask.bool() if (text_mask is not None and c.text_attention_mask) else None
+
+        cp = self._cp
+        key_mask = None
+        if cp is not None:
+            from parallel.sequence import shard_sequence
+
+            tokens = shard_sequence(tokens, 1, cp.group)
+            cos = shard_sequence(cos, 0, cp.group)
+            sin = shard_sequence(sin, 0, cp.group)
+
+        for block in self.blocks:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, mod, ctx, cos, sin, cp, key_mask, ctx_mask,
+                                    use_reentrant=False)
+            else:
+                tokens = block(tokens, mod, ctx, cos, sin, cp, key_mask, ctx_mask)
+
+        out = self.head(tokens, temb32)  # (B, S_local, pt*ph*pw*C_out)
+        if cp is not None:
+            from parallel.sequence import gather_sequence
+
+            out = gather_sequence(out, 1, cp.group, seq_len)
+        out = out.reshape(b, *grid, pt, ph, pw, c.out_channels)
+        return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c.out_channels, f, h, w)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
