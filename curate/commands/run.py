@@ -1,0 +1,43 @@
+"""`vfm-curate run INPUT... --out OUT`: curate videos into clips, shards, parquet and a report.
+
+Exit status: 0 every source done or skipped; 3 the run completed and some sources failed (the last line
+says how many; sources.parquet says why); 2 it could not run (missing input, bad config key, unwritable or
+foreign OUT, a different config in OUT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+EXIT_FAILURES = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video files, folders (searched recursively), globs, list files (.txt), fsspec URLs")
+    parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    parser.add_argument("--config", default=None, help="YAML config file (sections as in OUT/config.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set filters.min_motion=0.3 (repeatable)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (with --executor ray)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: the number of CPU cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from curate.config import load_config
+    from curate.runner import run_curation
+
+    cfg = load_config(args.config, args.overrides)
+    workers = args.workers if args.workers is not None else max(1, len(os.sched_getaffinity(0)))
+    summary = run_curation(args.inputs, args.out, cfg, executor=args.executor, workers=workers,
+                           ray_address=args.ray_address)
+    print(summary.line())
+    print(f"shards: {os.path.join(args.out, 'shards')}  report: {os.path.join(args.out, 'report.md')}")
+    if summary.failed:
+        print(f"{summary.failed} of {summary.sources} sources failed (reasons in "
+              f"{os.path.join(args.out, 'sources.parquet')})")
+        return EXIT_FAILURES
+    return 0

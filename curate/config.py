@@ -1,0 +1,245 @@
+"""The typed config of a curation run: dataclass sections, YAML files and `--set a.b=value` overrides.
+
+Every key is checked: an unknown key or a value of the wrong type is a `CurateError` (exit 2). The full
+config is written to OUT/config.yaml; a rerun into OUT must carry the same config.
+
+Clip reject reasons (clips.parquet `reject_reason`) form a fixed set, checked in this order, first wins:
+  too_short   clip shorter than filters.min_clip_s
+  too_long    clip longer than filters.max_clip_s
+  too_small   frame smaller than filters.min_width x filters.min_height
+  dark        mean luma below filters.min_brightness (black or nearly black)
+  bright      mean luma above filters.max_brightness (washed out)
+  static      median optical-flow magnitude below filters.min_motion (a still picture)
+  jittery     frame-to-frame change of the global motion above filters.max_jitter (camera shake)
+  blurry      variance of the Laplacian below filters.min_sharpness
+  low_aesthetic          aesthetic score below the model stage's threshold (model stages)
+  duplicate_of:<clip_id> a near-duplicate of a kept clip (dataset-level dedup)
+Source reasons (sources.parquet `reason`) for `skipped`: video_too_short, video_too_small; for `failed`:
+the stage name and the error's one-line message.
+
+Default thresholds, and why (measured on the synthetic test shots of dataload.synthetic and the real
+videos in ../shared/data/videos; see tests/curate/test_filters.py for the synthetic side):
+- Scores are computed on luma frames resized to `analysis_height` rows (aspect kept), so they do not
+  depend on the source resolution. Motion and jitter are in pixels per frame at that height.
+- min_motion 0.15 px/frame: a still shot re-encoded by x264 measures < 0.05 (codec noise), the slowest
+  synthetic pan ~0.5 and the real handheld/driving footage > 0.5.
+- max_jitter 2.5 px/frame: steady pans and zooms change their global motion by < 0.5 between frames;
+  violent shake (fire2.mp4, the synthetic "shake" shot) changes it by several pixels.
+- min_sharpness 30: synthetic shots blurred with sigma >= 2 px fall to < 15 while sharp texture is
+  in the hundreds; the softest real footage (carphone QCIF, upscaled) stays above 60.
+- min_brightness 0.08 / max_brightness 0.92 (mean luma, 0..1): black frames and fades are < 0.03,
+  dim real scenes ~0.15; washed-out/white frames > 0.95.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.errors import CurateError
+
+REJECT_REASONS = ("too_short", "too_long", "too_small", "dark", "bright", "static", "jittery", "blurry",
+                  "low_aesthetic", "duplicate_of:<clip_id>")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
+                    ".mts", ".flv", ".wmv", ".3gp", ".ogv", ".y4m")
+CAPTION_EXTENSIONS = (".srt", ".vtt")
+
+
+@dataclass
+class IngestConfig:
+    video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    caption_extensions: list[str] = field(default_factory=lambda: list(CAPTION_EXTENSIONS))
+
+
+@dataclass
+class ProbeConfig:
+    """Whole-video rules: a source outside them is `skipped` (not failed), with the reason."""
+
+    min_duration_s: float = 0.5
+    min_width: int = 64
+    min_height: int = 64
+    backend: str = "pyav"
+
+
+@dataclass
+class FilterConfig:
+    min_clip_s: float = 1.0
+    max_clip_s: float = 60.0
+    min_width: int = 64
+    min_height: int = 64
+    analysis_height: int = 96  # rows of the luma frames motion, jitter and brightness use
+    sharpness_height: int = 240  # rows for the Laplacian (blur vanishes when frames are made too small)
+    motion_pairs: int = 8  # frame pairs (and triplets for jitter) sampled evenly over the clip
+    sharpness_frames: int = 3
+    min_motion: float = 0.15
+    max_jitter: float = 2.5
+    min_sharpness: float = 30.0
+    min_brightness: float = 0.08
+    max_brightness: float = 0.92
+
+
+@dataclass
+class CaptionConfig:
+    timed_text: bool = True  # captions from an .srt/.vtt beside the video
+    joiner: str = " "
+
+
+@dataclass
+class TranscodeConfig:
+    encoder: str = "libx264"  # libx264 (PyAV, CPU) | nvenc (ffmpeg CLI h264_nvenc, only when present)
+    crf: int = 20
+    preset: str = "veryfast"
+    threads: int = 1  # pinned: the same bytes on every machine and executor
+    max_height: int | None = None  # downscale taller clips (aspect kept, even dimensions); None keeps size
+
+
+@dataclass
+class WriteConfig:
+    max_clips_per_shard: int = 100
+
+
+@dataclass
+class _StandInSplitConfig:  # TEMPORARY until curate.split (helper B1) lands; then deleted
+    splitter: str = "fixed"
+    min_clip_s: float = 1.0
+    max_clip_s: float = 4.0
+
+
+def _split_default() -> Any:
+    try:
+        from curate.split import SplitConfig
+    except ImportError:
+        return _StandInSplitConfig()
+    return SplitConfig()
+
+
+@dataclass
+class CurateConfig:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    split: Any = field(default_factory=_split_default)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
+    transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def default_config() -> CurateConfig:
+    """The embedded defaults (CPU laptop)."""
+    return CurateConfig()
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except CurateError as exc:
+                errors.append(str(exc))
+        raise CurateError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise CurateError(f"config key '{where}' needs a list, got {value!r}")
+        return [_coerce(v, item, where) for v in value]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise CurateError(f"config key '{where}' needs true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise CurateError(f"config key '{where}' needs an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise CurateError(f"config key '{where}' needs a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise CurateError(f"config key '{where}' needs a string, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str) -> None:
+    if not isinstance(data, dict):
+        raise CurateError(f"config section '{prefix or '(top)'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise CurateError(f"unknown config key '{where}' (known here: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, where + ".")
+        else:
+            hint = hints.get(key, Any)
+            if hint is Any and current is not None:
+                hint = type(current)
+            setattr(obj, key, _coerce(value, hint, where))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:
+    """Defaults, then the YAML file, then each `a.b=value` (values parsed as YAML scalars)."""
+    cfg = default_config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise CurateError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise CurateError(f"config file {p} is not valid YAML: {' '.join(str(exc).split())}") from None
+        _apply(cfg, data, "")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CurateError(f"--set needs key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        nested: Any = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        _apply(cfg, nested, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: CurateConfig) -> None:
+    if cfg.write.max_clips_per_shard < 1:
+        raise CurateError("write.max_clips_per_shard must be at least 1")
+    if cfg.transcode.encoder not in ("libx264", "nvenc"):
+        raise CurateError(f"transcode.encoder must be libx264 or nvenc, got {cfg.transcode.encoder!r}")
+    if cfg.transcode.threads < 1:
+        raise CurateError("transcode.threads must be at least 1")
+    if cfg.filters.analysis_height < 16:
+        raise CurateError("filters.analysis_height must be at least 16")
+    if cfg.filters.motion_pairs < 1 or cfg.filters.sharpness_frames < 1:
+        raise CurateError("filters.motion_pairs and filters.sharpness_frames must be at least 1")

@@ -1,0 +1,180 @@
+"""report.md and its figures, from OUT's parquet files (so `vfm-curate report OUT` can rewrite it)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from curate.config import REJECT_REASONS
+from curate.state import atomic_write_bytes, atomic_write_text
+
+SCORES = ("motion", "jitter", "sharpness", "brightness", "aesthetic")
+FIGURES = ("scores.png", "funnel.png", "contact_sheet.png")
+
+
+def _reason_group(reason: str) -> str:
+    return "duplicate_of" if reason.startswith("duplicate_of:") else reason
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _histograms(clips: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 2.8))
+    kept = np.array([s == "kept" for s in clips["status"]], dtype=bool)
+    for ax, name in zip(axes, SCORES):
+        vals = np.array([np.nan if v is None else v for v in clips[name]], dtype=float)
+        ok = ~np.isnan(vals)
+        if ok.any():
+            bins = np.histogram_bin_edges(vals[ok], bins=20)
+            ax.hist([vals[ok & kept], vals[ok & ~kept]], bins=bins, stacked=True, label=["kept", "rejected"],
+                    color=["tab:green", "tab:red"])
+        else:
+            ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(name)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _funnel(counts: list[tuple[str, int]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(counts) + 1))
+    labels = [c[0] for c in counts][::-1]
+    values = [c[1] for c in counts][::-1]
+    ax.barh(labels, values, color="tab:blue")
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v}", va="center", fontsize=8)
+    ax.set_xlabel("clips remaining")
+    ax.set_title("rejection funnel")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _middle_frame(mp4: bytes) -> np.ndarray | None:
+    import av
+
+    try:
+        with av.open(io.BytesIO(mp4)) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    except av.error.FFmpegError:
+        return None
+    return frames[len(frames) // 2] if frames else None
+
+
+def _contact_sheet(out: Path, kept_ids: list[str], path: Path, limit: int = 16) -> int:
+    import matplotlib.pyplot as plt
+
+    from dataload.shards import read_shard
+
+    want = set(kept_ids[:limit])
+    thumbs: dict[str, np.ndarray] = {}
+    for shard in sorted((out / "shards").glob("shard-*.tar")):
+        if len(thumbs) == len(want):
+            break
+        for sample in read_shard(shard):
+            if sample["__key__"] in want and "mp4" in sample:
+                frame = _middle_frame(sample["mp4"])
+                if frame is not None:
+                    thumbs[sample["__key__"]] = frame
+    order = [k for k in kept_ids if k in thumbs]
+    cols = 4
+    rows = max(1, -(-len(order) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, key in zip(axes.flat, order):
+        ax.imshow(thumbs[key])
+        ax.set_title(key[:8], fontsize=7)
+    if not order:
+        axes[0][0].text(0.5, 0.5, "no kept clips", ha="center", va="center")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return len(order)
+
+
+def write_report(out: str | Path) -> Path:
+    """(Re)write OUT/report.md and its PNGs from sources.parquet and clips.parquet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out)
+    for name in ("sources.parquet", "clips.parquet"):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out / name} not found (is {out} the output of `vfm-curate run`?)")
+    sources = pq.read_table(out / "sources.parquet").to_pydict()
+    clips = pq.read_table(out / "clips.parquet").to_pydict()
+    stats = {}
+    if (out / "_state" / "run.json").is_file():
+        stats = json.loads((out / "_state" / "run.json").read_text())
+
+    n_src = len(sources["source"])
+    by_status = {s: sum(1 for v in sources["status"] if v == s) for s in ("done", "failed", "skipped")}
+    n_clips = len(clips["clip_id"])
+    kept_ids = [cid for cid, s in zip(clips["clip_id"], clips["status"]) if s == "kept"]
+    reasons: dict[str, int] = {}
+    for r in clips["reject_reason"]:
+        if r:
+            reasons[_reason_group(r)] = reasons.get(_reason_group(r), 0) + 1
+    order = [r.split(":")[0] for r in REJECT_REASONS]
+    order += sorted(r for r in reasons if r not in order)
+    funnel = [("candidates", n_clips)]
+    remaining = n_clips
+    for r in order:
+        if reasons.get(r):
+            remaining -= reasons[r]
+            funnel.append((f"- {r}", remaining))
+    funnel.append(("kept", len(kept_ids)))
+
+    _histograms(clips, out / "scores.png")
+    _funnel(funnel, out / "funnel.png")
+    n_thumbs = _contact_sheet(out, kept_ids, out / "contact_sheet.png")
+
+    video_s = sum(d or 0.0 for d in sources["duration_s"])
+    kept_s = sum(e - s for e, s, st in zip(clips["end_s"], clips["start_s"], clips["status"]) if st == "kept")
+    lines = [
+        f"# Curation report: {out.name}", "",
+        "## Inputs", "",
+        f"- sources: {n_src} (done {by_status['done']}, failed {by_status['failed']}, "
+        f"skipped {by_status['skipped']})",
+        f"- video: {video_s:.1f} s in, {kept_s:.1f} s kept in {len(kept_ids)} clips", "",
+        "| source | status | reason | duration s | frames | clips | kept |", "|---|---|---|---|---|---|---|",
+    ]
+    for i in range(n_src):
+        dur = sources["duration_s"][i]
+        lines.append(f"| {sources['source'][i]} | {sources['status'][i]} | {sources['reason'][i] or ''} | "
+                     f"{'' if dur is None else f'{dur:.2f}'} | {sources['num_frames'][i] or ''} | "
+                     f"{sources['num_clips'][i]} | {sources['num_kept'][i]} |")
+    lines += ["", "## Clips", "", f"- candidates: {n_clips}, kept: {len(kept_ids)}, "
+              f"rejected: {n_clips - len(kept_ids)}", "", "| reject reason | clips |", "|---|---|"]
+    for r in order:
+        if reasons.get(r):
+            lines.append(f"| {r} | {reasons[r]} |")
+    lines += ["", "![rejection funnel](funnel.png)", "", "## Scores", "",
+              "Histograms of every scored candidate (green kept, red rejected):", "", "![scores](scores.png)",
+              "", "## Kept clips", "", f"Middle frames of the first {n_thumbs} kept clips:", "",
+              "![contact sheet](contact_sheet.png)", ""]
+    if stats:
+        wall = stats.get("wall_s") or 0.0
+        lines += ["## Throughput", "",
+                  f"- wall time of the last run: {wall:.1f} s with {stats.get('workers')} workers "
+                  f"({stats.get('executor')})",
+                  f"- sources processed in the last run: {stats.get('processed')}, resumed from earlier runs: "
+                  f"{stats.get('resumed')}",
+                  f"- video hours per wall hour: {stats.get('video_h_per_wall_h', 0.0):.1f}", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

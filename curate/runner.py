@@ -1,0 +1,169 @@
+"""Drive one curation run: check inputs and OUT, stream new sources through the pipeline on an executor,
+then the barrier (dataset steps), outputs and report. Resumable: committed sources are never redone."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from curate.config import CurateConfig
+from curate.errors import CurateError
+from curate.ids import source_key
+from curate.ingest import SourceInput, expand_inputs
+from curate.pipeline import Pipeline, build_pipeline
+from curate.report import write_report
+from curate.stage import DONE, FAILED, KEPT, SKIPPED, SourceTask
+from curate.state import atomic_write_text, clean_tmp, commit_task, load_committed, new_work_dir
+from curate.write import write_outputs
+
+
+@dataclass
+class RunSummary:
+    sources: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    processed: int = 0  # sources run by this invocation (the rest were resumed)
+    clips: int = 0
+    kept: int = 0
+    wall_s: float = 0.0
+    video_s: float = 0.0  # seconds of video processed by this invocation
+
+    @property
+    def video_h_per_wall_h(self) -> float:
+        return self.video_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"sources: {self.done} done, {self.failed} failed, {self.skipped} skipped "
+                f"({self.processed} processed now, {self.sources - self.processed} resumed); "
+                f"clips: {self.kept} kept, {self.clips - self.kept} rejected; "
+                f"{self.video_h_per_wall_h:.1f} video hours per wall hour")
+
+
+def prepare_out(out: Path, cfg: CurateConfig) -> None:
+    """Create OUT or check that it holds a run of the same config (refused otherwise)."""
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"--out {out} exists and is not a folder")
+    cfg_path = out / "config.yaml"
+    if cfg_path.is_file():
+        try:
+            previous = yaml.safe_load(cfg_path.read_text())
+        except yaml.YAMLError:
+            previous = None
+        if previous != cfg.to_dict():
+            raise CurateError(f"{out} holds a run with a different config ({cfg_path}); use the same "
+                              "config to resume, or another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise CurateError(f"--out {out} is not empty and holds no curation run (no config.yaml)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "_state").mkdir(exist_ok=True)
+    if not cfg_path.is_file():
+        atomic_write_text(cfg_path, cfg.to_yaml())
+
+
+def make_executor(name: str, workers: int, ray_address: str | None):
+    if name == "local":
+        from curate.executors.local import LocalExecutor
+
+        return LocalExecutor(workers=workers)
+    if name == "ray":
+        try:
+            from curate.executors.ray_executor import RayExecutor  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise CurateError(f"the ray executor is not available: {exc}") from None
+        return RayExecutor(address=ray_address, workers=workers)
+    raise CurateError(f"unknown executor {name!r} (local or ray)")
+
+
+class _Progress:
+    """Per-stage progress bars on a terminal; silent otherwise."""
+
+    def __init__(self, stack: ExitStack, stage_names: list[str], total: int, enabled: bool) -> None:
+        self.bars = None
+        if not enabled or total == 0:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = stack.enter_context(Progress(
+            TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            transient=False))
+        self.bars = {n: self.progress.add_task(n, total=total) for n in stage_names}
+
+    def __call__(self, stage: str, n: int) -> None:
+        if self.bars and stage in self.bars:
+            self.progress.advance(self.bars[stage], n)
+
+
+def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, executor: str = "local",
+                 workers: int = 2, ray_address: str | None = None, progress: bool | None = None,
+                 pipeline: Pipeline | None = None) -> RunSummary:
+    t0 = time.perf_counter()
+    out = Path(out)
+    sources = expand_inputs(inputs, cfg.ingest)  # a missing input stops here, before any work
+    if cfg.transcode.encoder == "nvenc":
+        from curate.transcode import nvenc_available
+
+        if not nvenc_available():
+            raise CurateError("transcode.encoder=nvenc, but no ffmpeg with a working h264_nvenc is present")
+    prepare_out(out, cfg)
+    runner = make_executor(executor, workers, ray_address)
+    clean_tmp(out)
+    pipeline = pipeline or build_pipeline(cfg, str(out))
+
+    keys = [source_key(s.source) for s in sources]
+    todo: list[tuple[int, SourceInput]] = []
+    for i, (src, key) in enumerate(zip(sources, keys)):
+        prev = load_committed(out, key)
+        if prev is None or prev.status == FAILED:  # failures are retried: the cause may be gone
+            todo.append((i, src))
+
+    summary = RunSummary(sources=len(sources), processed=len(todo))
+
+    def tasks() -> Iterator[SourceTask]:  # lazy: work dirs appear only as sources enter the pipeline
+        for i, src in todo:
+            key = keys[i]
+            yield SourceTask(index=i, source=src.source, key=key, local_path=src.local_path,
+                             caption_path=src.caption_path, work_dir=new_work_dir(out, key))
+
+    def on_result(task: SourceTask) -> None:
+        if not Path(task.work_dir or "").is_relative_to(out / "_state" / "sources"):
+            commit_task(out, task)  # the worker died before committing: record the failure
+        summary.video_s += task.duration_s or 0.0
+
+    with ExitStack() as stack:
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = _Progress(stack, pipeline.names, len(todo), show)
+        runner.run(pipeline.stages, tasks(), on_result, bar)
+
+    committed = []
+    for key, src in zip(keys, sources):
+        task = load_committed(out, key)
+        if task is None:
+            raise RuntimeError(f"source {src.source} was not committed")
+        committed.append(task)
+    for task in committed:
+        task.clips.sort(key=lambda c: c.start_frame)
+    for step in pipeline.dataset_steps:
+        step(committed)
+    summary.wall_s = time.perf_counter() - t0
+    stats = {"wall_s": summary.wall_s, "workers": workers, "executor": executor, "processed": summary.processed,
+             "resumed": summary.sources - summary.processed, "video_s": summary.video_s,
+             "video_h_per_wall_h": summary.video_h_per_wall_h}
+    write_outputs(out, committed, cfg.write.max_clips_per_shard, stats)
+    write_report(out)
+    for task in committed:
+        summary.done += task.status == DONE
+        summary.failed += task.status == FAILED
+        summary.skipped += task.status == SKIPPED
+        summary.clips += len(task.clips)
+        summary.kept += sum(1 for c in task.clips if c.status == KEPT)
+    summary.wall_s = time.perf_counter() - t0
+    atomic_write_text(out / "_state" / "summary.json", json.dumps(summary.__dict__, sort_keys=True))
+    return summary

@@ -1,0 +1,73 @@
+"""Clip quality scores on small luma frames: motion and jitter (DIS optical flow), sharpness (variance of
+the Laplacian), brightness (mean luma). Pure functions of uint8 arrays, so they are easy to test."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def brightness(frames: np.ndarray) -> float:
+    """Mean luma in [0, 1] over (T, H, W) uint8 frames."""
+    return float(frames.astype(np.float32).mean() / 255.0)
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Median over frames of the variance of the Laplacian: high for crisp detail, low for blur."""
+    values = [float(cv2.Laplacian(f, cv2.CV_64F, ksize=3).var()) for f in frames]
+    return float(np.median(values))
+
+
+def make_flow():
+    """DIS optical flow (OpenCV), the fast preset: it is meant for small frames like ours."""
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+
+
+def motion_and_jitter(triplets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], flow=None
+                      ) -> tuple[float, float | None]:
+    """motion: median over sampled frame pairs of the mean flow magnitude (pixels per frame).
+    jitter: mean over triplets of how much the global (median) motion changes from one frame pair to the
+    next; a steady pan or zoom keeps it near 0, camera shake makes it large. None when no triplet has
+    three frames."""
+    flow = flow or make_flow()
+    mags: list[float] = []
+    jitters: list[float] = []
+    for trip in triplets:
+        globals_ = []
+        for a, b in zip(trip[:-1], trip[1:]):
+            f = flow.calc(a, b, None)
+            mags.append(float(np.linalg.norm(f, axis=2).mean()))
+            globals_.append(np.median(f.reshape(-1, 2), axis=0))
+        if len(globals_) == 2:
+            jitters.append(float(np.linalg.norm(globals_[1] - globals_[0])))
+    if not mags:
+        return 0.0, None
+    return float(np.median(mags)), (float(np.mean(jitters)) if jitters else None)
+
+
+def sample_triplets(start: int, end: int, count: int) -> list[list[int]]:
+    """`count` runs of up to 3 consecutive frame indices spread evenly over [start, end)."""
+    n = end - start
+    run = min(3, n)
+    if run < 2:
+        return []
+    last = end - run
+    if count <= 1 or last == start:
+        firsts = [start]
+    else:
+        firsts = sorted({int(round(start + k * (last - start) / (count - 1))) for k in range(count)})
+    return [list(range(f, f + run)) for f in firsts]
+
+
+def sample_even(start: int, end: int, count: int) -> list[int]:
+    """`count` frame indices spread evenly over [start, end), centres of equal parts."""
+    n = end - start
+    count = max(1, min(count, n))
+    return sorted({start + int((k + 0.5) * n / count) for k in range(count)})
+
+
+def analysis_size(width: int, height: int, target_height: int) -> tuple[int, int]:
+    """(h, w) with `target_height` rows (never upscaling), aspect kept, even sizes."""
+    h = min(target_height, height)
+    w = max(2, int(round(width * h / max(height, 1) / 2)) * 2)
+    return max(2, h - h % 2), w

@@ -1,0 +1,22 @@
+"""Commit: the last per-source stage; makes the source's result durable in OUT/_state (see curate.state)."""
+
+from __future__ import annotations
+
+from curate.stage import Resources, SourceTask, Stage
+from curate.state import commit_task
+
+
+class CommitStage(Stage):
+    name = "commit"
+    resources = Resources(cpus=0.1)
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = str(out_dir)
+
+    def process(self, batch: list[SourceTask]) -> list[SourceTask]:
+        # Commits every task, failed and skipped ones too: their records say why.
+        for task in batch:
+            if task.status == "pending":
+                task.status = "done"
+            commit_task(self.out_dir, task)
+        return batch

@@ -1,0 +1,67 @@
+"""Split: shot boundaries (curate.split) -> candidate clips with deterministic ids."""
+
+from __future__ import annotations
+
+from curate.ids import clip_id
+from curate.stage import Clip, Resources, SourceTask, Stage
+
+
+def span_times(frame_times: list[float], fps: float, start: int, end: int) -> tuple[float, float]:
+    """Seconds of a half-open frame span: from its first frame's time to the next frame's time (the last
+    frame of the video lasts one average frame period)."""
+    start_s = frame_times[start]
+    if end < len(frame_times):
+        end_s = frame_times[end]
+    else:
+        end_s = frame_times[-1] + (1.0 / fps if fps > 0 else 0.0)
+    return float(start_s), float(end_s)
+
+
+class SplitStage(Stage):
+    name = "split"
+    resources = Resources(cpus=1.0)
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def process_task(self, task: SourceTask) -> None:
+        try:
+            from curate.split import detect_scenes, plan_clips
+        except ImportError:  # TEMPORARY stand-in until curate.split lands
+            detect_scenes, plan_clips = _standin_detect, _standin_plan
+        result = detect_scenes(task.local_path, self.config)
+        times = task.frame_times
+        if result.num_frames != len(times):
+            # The splitter and the probe must number frames alike; trust the splitter's own times.
+            times = [float(t) for t in result.frame_times]
+            task.frame_times = times
+            task.num_frames = len(times)
+        clips = []
+        for start, end in plan_clips(result, self.config):
+            start, end = int(start), int(end)
+            if not 0 <= start < end <= len(times):
+                raise ValueError(f"splitter planned an impossible span [{start}, {end}) of {len(times)} frames")
+            start_s, end_s = span_times(times, task.fps or result.fps, start, end)
+            n = end - start
+            clips.append(Clip(
+                clip_id=clip_id(task.source, start, end), source=task.source, start_s=start_s, end_s=end_s,
+                start_frame=start, end_frame=end, num_frames=n,
+                fps=float(n / (end_s - start_s)) if end_s > start_s else float(task.fps or 0.0),
+                width=int(task.width or 0), height=int(task.height or 0),
+            ))
+        task.clips = clips
+
+
+def _standin_detect(path, cfg):  # TEMPORARY
+    from types import SimpleNamespace
+
+    from dataload.reader import VideoReader
+
+    with VideoReader(path) as r:
+        t = r.timestamps()
+        return SimpleNamespace(num_frames=len(t), fps=r.info.fps, frame_times=t)
+
+
+def _standin_plan(res, cfg):  # TEMPORARY
+    step = max(1, int(round(cfg.max_clip_s * res.fps)))
+    return [(s, min(s + step, res.num_frames)) for s in range(0, res.num_frames, step)]

@@ -1,0 +1,105 @@
+"""The `_state/` folder: per-source results committed atomically, so a killed run resumes exactly.
+
+Layout:
+  _state/tmp/<key>-<pid>-<rand>/   a task's work dir while in flight (clip mp4s being written)
+  _state/sources/<key>/            a committed source: record.json (the task) + <clip_id>.mp4 files
+A source is committed by writing record.json into its work dir and renaming the dir into sources/ (one
+atomic rename on a POSIX filesystem): a kill at any moment leaves either no commit or a whole one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from curate.stage import Clip, SourceTask
+
+
+def state_dir(out: str | Path) -> Path:
+    return Path(out) / "_state"
+
+
+def sources_dir(out: str | Path) -> Path:
+    return state_dir(out) / "sources"
+
+
+def tmp_dir(out: str | Path) -> Path:
+    return state_dir(out) / "tmp"
+
+
+def new_work_dir(out: str | Path, key: str) -> str:
+    path = tmp_dir(out) / f"{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True, exist_ok=False)
+    return str(path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def task_to_dict(task: SourceTask) -> dict[str, Any]:
+    return dataclasses.asdict(task)
+
+
+def task_from_dict(data: dict[str, Any]) -> SourceTask:
+    data = dict(data)
+    clips = [Clip(**c) for c in data.pop("clips", [])]
+    names = {f.name for f in dataclasses.fields(SourceTask)}
+    task = SourceTask(**{k: v for k, v in data.items() if k in names})
+    task.clips = clips
+    return task
+
+
+def commit_task(out: str | Path, task: SourceTask) -> Path:
+    """Make `task` (and the clip files in its work dir) the committed result of its source."""
+    work = Path(task.work_dir) if task.work_dir else Path(new_work_dir(out, task.key))
+    work.mkdir(parents=True, exist_ok=True)
+    # Only what the record names survives: partial files of an earlier failure are dropped.
+    wanted = {c.media for c in task.clips if c.media}
+    for child in work.iterdir():
+        if child.name not in wanted:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    record = task_to_dict(task)
+    record["frame_times"] = []  # large and not needed after the run
+    record["work_dir"] = None
+    atomic_write_text(work / "record.json", json.dumps(record, sort_keys=True))
+    final = sources_dir(out) / task.key
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # a retried source (an earlier failure): swap the old commit out first
+        old = tmp_dir(out) / f"old-{task.key}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+        os.replace(work, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, final)
+    task.work_dir = str(final)
+    return final
+
+
+def load_committed(out: str | Path, key: str) -> SourceTask | None:
+    path = sources_dir(out) / key / "record.json"
+    if not path.is_file():
+        return None
+    task = task_from_dict(json.loads(path.read_text()))
+    task.work_dir = str(path.parent)
+    return task
+
+
+def clean_tmp(out: str | Path) -> None:
+    """Drop the work dirs of a killed run (nothing in tmp/ was ever committed)."""
+    shutil.rmtree(tmp_dir(out), ignore_errors=True)

@@ -1,0 +1,117 @@
+"""The barrier and the outputs: dataset steps, shards, parquet, dataset.json (DESIGN.md section 2).
+
+Runs once, in the driver, after every source of the run is committed in `_state/`. Everything is
+derived from the committed records in input order, so an interrupted run that is resumed writes the same
+shards as an uninterrupted one; each output file is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.stage import KEPT, REJECTED, SourceTask
+from curate.state import atomic_write_bytes, atomic_write_text
+
+SOURCE_SCHEMA = pa.schema([
+    ("source", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("duration_s", pa.float64()), ("num_frames", pa.int64()), ("fps", pa.float64()),
+    ("width", pa.int64()), ("height", pa.int64()), ("codec", pa.string()),
+    ("decode_errors", pa.int64()), ("num_clips", pa.int64()), ("num_kept", pa.int64()),
+])
+CLIP_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+    ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("num_frames", pa.int64()), ("fps", pa.float64()),
+    ("width", pa.int64()), ("height", pa.int64()), ("motion", pa.float64()), ("jitter", pa.float64()),
+    ("sharpness", pa.float64()), ("brightness", pa.float64()), ("aesthetic", pa.float64()),
+    ("caption", pa.string()), ("caption_model", pa.string()), ("embedding", pa.list_(pa.float64())),
+    ("status", pa.string()), ("reject_reason", pa.string()), ("shard", pa.string()),
+])
+CLIP_COLUMNS = tuple(CLIP_SCHEMA.names)
+SOURCE_COLUMNS = tuple(SOURCE_SCHEMA.names)
+
+
+def source_row(task: SourceTask) -> dict[str, Any]:
+    return {
+        "source": task.source, "status": task.status, "reason": task.reason, "duration_s": task.duration_s,
+        "num_frames": task.num_frames, "fps": task.fps, "width": task.width, "height": task.height,
+        "codec": task.codec, "decode_errors": task.decode_errors, "num_clips": len(task.clips),
+        "num_kept": sum(1 for c in task.clips if c.status == KEPT),
+    }
+
+
+def clip_row(clip) -> dict[str, Any]:
+    row = {name: getattr(clip, name) for name in CLIP_COLUMNS}
+    if row["embedding"] is not None:
+        row["embedding"] = [float(v) for v in row["embedding"]]
+    return row
+
+
+def finalize_statuses(tasks: list[SourceTask]) -> None:
+    """Every clip that no filter rejected is kept (a done source's candidates become verdicts)."""
+    for task in tasks:
+        for clip in task.clips:
+            if clip.status != REJECTED:
+                clip.status, clip.reject_reason = KEPT, None
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_shards(out: Path, tasks: list[SourceTask], max_per_shard: int) -> int:
+    """Kept clips, in input order then start frame, into shards/ (built aside, swapped in whole)."""
+    from dataload.shards import ShardWriter
+
+    kept = [(t, c) for t in tasks for c in sorted(t.clips, key=lambda c: c.start_frame) if c.status == KEPT]
+    for i, (_, clip) in enumerate(kept):
+        clip.shard = f"shard-{i // max_per_shard:06d}.tar"
+    building = out / "shards.building"
+    shutil.rmtree(building, ignore_errors=True)
+    with ShardWriter(building, max_samples_per_shard=max_per_shard) as writer:
+        for task, clip in kept:
+            media = Path(task.work_dir) / (clip.media or "")
+            meta = clip_row(clip)
+            meta["caption_windows"] = clip.caption_windows
+            members = {"mp4": media.read_bytes(), "json": json.dumps(meta, sort_keys=True).encode()}
+            if clip.caption:
+                members["txt"] = clip.caption.encode("utf-8")
+            writer.write(clip.clip_id, members)
+    written = sorted(p.name for p in building.glob("shard-*.tar"))
+    expected = sorted({c.shard for _, c in kept})
+    if written != expected:
+        raise RuntimeError(f"shard layout mismatch: wrote {written}, expected {expected}")
+    final, old = out / "shards", out / "shards.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(building, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return len(kept)
+
+
+def write_outputs(out: Path, tasks: list[SourceTask], max_per_shard: int, run_stats: dict[str, Any]) -> None:
+    """Shards, then parquet, then dataset.json (the marker that the folder is complete)."""
+    finalize_statuses(tasks)
+    num_kept = write_shards(out, tasks, max_per_shard)
+    write_parquet(out / "sources.parquet", [source_row(t) for t in tasks], SOURCE_SCHEMA)
+    clips = [c for t in tasks for c in sorted(t.clips, key=lambda c: c.start_frame)]
+    write_parquet(out / "clips.parquet", [clip_row(c) for c in clips], CLIP_SCHEMA)
+    dataset = {
+        "kind": "curated", "version": 1, "shards": "shards", "num_clips": num_kept,
+        "num_shards": len(list((out / "shards").glob("shard-*.tar"))),
+        "clips": "clips.parquet", "sources": "sources.parquet", "config": "config.yaml",
+        "members": {"mp4": "H.264 yuv420p clip", "json": "clips.parquet row + caption_windows",
+                    "txt": "caption (when present)"},
+    }
+    atomic_write_text(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
+    atomic_write_bytes(out / "_state" / "run.json", json.dumps(run_stats, sort_keys=True).encode())
