@@ -1,0 +1,208 @@
+"""The training step and its state: FSDP2 over data parallel, context parallel over a CP group.
+
+Randomness that decides the loss (timestep, noise, caption dropout) is drawn per sample from a
+generator seeded by (seed, step, global sample index). So every rank of a context-parallel group sees
+the same noise, a data-parallel run sees the same noise as one process on the same global batch, and
+a resumed run draws exactly what an uninterrupted one would.
+
+Gradient convention: every rank computes the loss of its data-parallel slice over the whole sequence
+(the DiT gathers its output over the CP group), scaled by (local samples / global samples); FSDP2
+sums (not averages) gradients over all dp x cp ranks, and the CP gather's backward hands each rank
+only its own part of the sequence, so the sum is exactly the single-process gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from diffusion.ema import EMA
+from diffusion.objective import FlowMatching, FlowMatchingConfig
+from diffusion.optim import OptimConfig, build_optimizer, build_scheduler, clip_grads
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000                  # total optimizer steps; also the length of the LR schedule
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema_decay: float = 0.999           # 0 disables EMA
+    log_every: int = 1
+    checkpoint_every: int = 500        # and always at the last step
+    val_every: int = 0                 # 0 disables validation loss
+    val_batches: int = 1               # held-back batches drawn once before training
+    sample_every: int = 0              # 0 disables sample videos in RUN/samples
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_frames: int = 0             # 0: the training clip length
+    activation_checkpointing: bool = False
+    dtype: str = "float32"             # parameter dtype: float32 | float64 (parity tests) | bfloat16
+    autocast_bf16: bool = True         # bf16 autocast of the forward pass, on CUDA only
+    cp_mode: str = "ulysses"           # ulysses | ring | usp
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+def sample_seed(seed: int, step: int, index: int, stream: str) -> int:
+    """A 63-bit seed for one sample of one step; `stream` separates unrelated draws."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{index}:{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class ParallelState:
+    """Where this rank sits: its data-parallel slot and the groups it reduces over."""
+    dp_rank: int = 0
+    dp_size: int = 1
+    cp_size: int = 1
+    cp: object | None = None                    # parallel.attention.ContextParallel, or None
+    dp_group: object | None = None              # ranks holding different samples (one per CP group)
+    mesh: object | None = None                  # DeviceMesh over every dp x cp rank (FSDP2 shards on it)
+
+    @property
+    def grad_group(self):
+        return None if self.mesh is None else self.mesh.get_group()
+
+
+def build_parallel_state(dp: int, cp: int, cp_mode: str = "ulysses") -> ParallelState:
+    """Groups for dp x cp over the default process group (parallel.ParallelLayout; CP ranks consecutive)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        if dp * cp != 1:
+            raise ValueError(f"dp x cp = {dp * cp} needs that many ranks, found 1")
+        return ParallelState()
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from parallel.layout import ParallelLayout
+
+    world = dist.get_world_size()
+    if dp * cp != world:
+        raise ValueError(f"dp x cp = {dp} x {cp} = {dp * cp} but there are {world} ranks")
+    # usp: Ulysses over pairs of consecutive ranks inside, ring across the pairs
+    ulysses = 2 if cp_mode == "usp" else None
+    layout = ParallelLayout(name="dit", dp=dp, cp=cp, cp_ulysses=ulysses).build(backend=dist.get_backend())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mesh = init_device_mesh(device, (world,), mesh_dim_names=("dp_cp",))
+    return ParallelState(dp_rank=layout.rank_in("dp"), dp_size=dp, cp_size=cp,
+                         cp=layout.context_parallel(cp_mode), dp_group=layout.group("dp"), mesh=mesh)
+
+
+def shard_model(model: nn.Module, par: ParallelState) -> nn.Module:
+    """FSDP2 over every dp x cp rank (CP ranks hold the same weights, so they shard them too)."""
+    if par.mesh is None:
+        return model
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    blocks = getattr(model, "blocks", [])
+    for block in blocks:
+        fully_shard(block, mesh=par.mesh)
+    fully_shard(model, mesh=par.mesh)
+    # sum, not mean: the loss is already scaled to its share of the global batch (set on every FSDP unit)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+    return model
+
+
+class Trainer:
+    """One model, its optimizer, schedule and EMA; `train_step` takes a conditioned latent batch."""
+
+    def __init__(self, model: nn.Module, train: TrainConfig, flow: FlowMatchingConfig, *, total_steps: int,
+                 par: ParallelState | None = None, null_text: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 device: str | torch.device = "cpu"):
+        self.tcfg = train
+        self.par = par or ParallelState()
+        self.device = torch.device(device)
+        self.dtype = DTYPES[self.tcfg.dtype]
+        model.to(self.device, self.dtype)
+        if self.tcfg.activation_checkpointing:
+            model.enable_activation_checkpointing(True)
+        if self.par.cp is not None:
+            model.set_context_parallel(self.par.cp)
+        self.model = shard_model(model, self.par)
+        self.objective = FlowMatching(flow)
+        self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad],
+                                         self.tcfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, self.tcfg.optim, total_steps)
+        self.ema = EMA(self.model, self.tcfg.ema_decay) if self.tcfg.ema_decay > 0 else None
+        self.null_text = null_text
+
+    # -- randomness -------------------------------------------------------------------------------
+    def draw(self, step: int, batch_size: int, like: torch.Tensor, stream: str = "train"):
+        """Per-sample generators for this rank's slice of the global batch (same on every CP rank)."""
+        first = self.par.dp_rank * batch_size
+        return [torch.Generator().manual_seed(sample_seed(self.tcfg.seed, step, first + i, stream))
+                for i in range(batch_size)]
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.tcfg.autocast_bf16 and self.dtype == torch.float32:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- loss -------------------------------------------------------------------------------------
+    def loss(self, step: int, batch: dict, stream: str = "train", dropout: bool = True) -> torch.Tensor:
+        """This rank's share of the global-batch loss: sum of its squared errors / global element count."""
+        x0 = batch["latents"].to(self.device, self.dtype)
+        text = batch["text"].to(self.device, self.dtype)
+        text_mask = batch["text_mask"].to(self.device)
+        b = x0.shape[0]
+        obj = self.objective
+        ts, noise, texts, masks = [], [], [], []
+        for i, g in enumerate(self.draw(step, b, x0, stream)):
+            ts.append(obj.sample_timesteps(1, generator=g))
+            noise.append(obj.sample_noise(x0[i:i + 1], generator=g))
+            ti, mi = text[i:i + 1], text_mask[i:i + 1]
+            if dropout and self.null_text is not None:
+                ti, mi, _ = obj.apply_caption_dropout(ti, mi, self.null_text[0], self.null_text[1], generator=g)
+            texts.append(ti)
+            masks.append(mi)
+        t = torch.cat(ts).to(self.device)
+        xt, target = obj.noisy(x0, torch.cat(noise), t)
+        with self._autocast():
+            pred = self.model(xt, t, torch.cat(texts), torch.cat(masks))
+        mask = batch.get("loss_mask")
+        normalizer = obj.global_normalizer(pred, mask, self.par.dp_group)
+        return obj.loss(pred.to(target.dtype), target, mask, normalizer=normalizer)
+
+    def _global_loss(self, local_share: torch.Tensor) -> float:
+        """The global-batch loss: sum of dp shares (each CP rank of a group holds the same value)."""
+        value = local_share.detach().double().clone()
+        if self.par.mesh is not None:
+            dist.all_reduce(value, group=self.par.grad_group)
+            value /= self.par.cp_size
+        return float(value)
+
+    # -- step -------------------------------------------------------------------------------------
+    def train_step(self, step: int, batch: dict) -> dict:
+        """One optimizer update at 0-based `step`; grads stay on the params until the next call."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        share = self.loss(step, batch)
+        share.backward()
+        grad_norm = clip_grads(self.model.parameters(), self.tcfg.optim.grad_clip, self.par.grad_group)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        loss = self._global_loss(share)
+        dt = time.perf_counter() - t0
+        global_batch = batch["latents"].shape[0] * self.par.dp_size
+        return {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "samples_per_s": global_batch / dt, "step_time_s": dt}
+
+    @torch.no_grad()
+    def eval_loss(self, batches: list[dict]) -> float:
+        """Mean loss over fixed held-back batches, with fixed noise and no caption dropout."""
+        self.model.eval()
+        total = 0.0
+        for i, batch in enumerate(batches):
+            total += self._global_loss(self.loss(i, batch, stream="val", dropout=False))
+        self.model.train()
+        return total / max(1, len(batches))
