@@ -1,0 +1,169 @@
+"""The IterableDataset that turns planned batches into tensors, split across loader workers.
+
+Batch j of the rank's plan (from `start` on) is produced by worker (j - start) mod num_workers; torch's
+DataLoader collects workers round-robin in order, so the batches come out in plan order for any worker
+count. A sample that fails to read or decode is left out of its batch and reported in `skipped`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import torch
+from safetensors.torch import load as load_safetensors
+from torch.utils.data import IterableDataset, get_worker_info
+
+from dataload.errors import ShardError, VideoError
+from dataload.loader.config import Bucket, LoaderConfig
+from dataload.loader.decode import decode_clip
+from dataload.loader.plan import PlannedBatch, unit_hash
+from dataload.loader.sources import LATENT_MEMBER, SampleInfo, SourceIndex
+from dataload.shards import _open_binary, read_members
+
+_MAX_OPEN = 16
+
+
+@dataclass
+class SampleTable:
+    """Sample id -> where it lives and what the plan decided about it."""
+
+    sources: list[SourceIndex]
+    refs: list[tuple[int, int, int]]  # gid -> (source, shard, position in shard index)
+    buckets: list[Bucket]  # curated: the config's buckets
+    latent_shapes: list[tuple[int, ...]]  # latent: one "bucket" per distinct latents shape
+    bucket_of: list[int | None]  # gid -> bucket index (None: left out of the plan)
+
+    def info(self, gid: int) -> tuple[SourceIndex, str, SampleInfo]:
+        s, j, k = self.refs[gid]
+        src = self.sources[s]
+        return src, src.shards[j], src.samples[j][k]
+
+
+class BatchProducer:
+    """Reads and decodes the samples of planned batches; keeps a few shard files open."""
+
+    def __init__(self, table: SampleTable, config: LoaderConfig):
+        self.table = table
+        self.config = config
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+
+    def _file(self, shard: str) -> BinaryIO:
+        f = self._files.pop(shard, None)
+        if f is None:
+            f = _open_binary(shard)
+            while len(self._files) >= _MAX_OPEN:
+                self._files.popitem(last=False)[1].close()
+        self._files[shard] = f
+        return f
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def _load(self, gid: int, epoch: int) -> dict[str, Any]:
+        src, shard, info = self.table.info(gid)
+        cfg = self.config
+        if src.kind == "latent":
+            data = read_members(self._file(shard), info.entry, (LATENT_MEMBER,))[LATENT_MEMBER]
+            tensors = load_safetensors(data)
+            return {"latents": tensors["latents"], "text": tensors["text"], "text_mask": tensors["text_mask"]}
+        data = read_members(self._file(shard), info.entry, ("mp4",))["mp4"]
+        # The plan fixed the bucket; the window start is a pure function of (seed, epoch, sample).
+        b = self._bucket_for(gid)
+        frac = unit_hash(cfg.seed, epoch, "start", src.path, info.key) if cfg.start == "random" else 0.5
+        video = decode_clip(data, b, cfg.fps, frac, threads=cfg.decode_threads)
+        if cfg.dtype == "float32":
+            video = video.float().div_(127.5).sub_(1.0)
+        return {"video": video}
+
+    def _bucket_for(self, gid: int) -> Bucket:
+        b = self.table.bucket_of[gid]
+        assert b is not None
+        return self.table.buckets[b]
+
+    def produce(self, pb: PlannedBatch, epoch: int) -> dict[str, Any]:
+        loaded: list[tuple[int, bool, dict[str, Any]]] = []
+        skipped: list[tuple[str, str]] = []
+        cache: dict[int, dict[str, Any]] = {}
+        for gid, real in zip(pb.gids, pb.real):
+            src, shard, info = self.table.info(gid)
+            if gid not in cache:
+                try:
+                    cache[gid] = self._load(gid, epoch)
+                except (ShardError, VideoError, OSError, ValueError, RuntimeError) as e:
+                    skipped.append((f"{shard}:{info.key}", f"{e.__class__.__name__}: {e}"))
+                    cache[gid] = {}
+            if cache[gid]:
+                loaded.append((gid, real, cache[gid]))
+        kind = self.table.sources[self.table.refs[pb.gids[0]][0]].kind if pb.gids else "curated"
+        batch = self._collate(loaded, kind, pb)
+        batch["skipped"] = skipped
+        batch["padding"] = pb.padding
+        return batch
+
+    def _collate(self, loaded, kind: str, pb: PlannedBatch) -> dict[str, Any]:
+        cfg = self.config
+        metas, captions = [], []
+        for gid, _, _ in loaded:
+            _, _, info = self.table.info(gid)
+            metas.append(info.meta)
+            captions.append(info.caption or "")
+        out: dict[str, Any] = {"caption": captions, "meta": metas,
+                               "pad_mask": torch.tensor([r for _, r, _ in loaded], dtype=torch.bool)}
+        packed = cfg.pack_tokens is not None
+        if kind == "latent":
+            lat = [x["latents"] for _, _, x in loaded]
+            texts = [x["text"] for _, _, x in loaded]
+            masks = [x["text_mask"] for _, _, x in loaded]
+            out["latents"] = lat if packed else (torch.stack(lat) if lat else torch.empty(0))
+            if texts:
+                L = max(t.shape[0] for t in texts)
+                D = texts[0].shape[-1]
+                text = texts[0].new_zeros((len(texts), L, D))
+                mask = torch.zeros((len(texts), L), dtype=torch.bool)
+                for i, (t, m) in enumerate(zip(texts, masks)):
+                    text[i, :t.shape[0]] = t
+                    mask[i, :m.shape[0]] = m.bool()
+                out["text"], out["text_mask"] = text, mask
+            else:
+                out["text"], out["text_mask"] = torch.empty(0), torch.empty(0, dtype=torch.bool)
+            shapes = [tuple(x.shape[-3:]) for x in lat]
+        else:
+            vids = [x["video"] for _, _, x in loaded]
+            out["video"] = vids if packed else (torch.stack(vids) if vids else torch.empty(0))
+            shapes = [tuple(v.shape[0:1]) + tuple(v.shape[2:]) for v in vids]
+        if packed:
+            lens = [cfg.tokens(s) for s in shapes]
+            cu = torch.zeros(len(lens) + 1, dtype=torch.int32)
+            if lens:
+                cu[1:] = torch.cumsum(torch.tensor(lens, dtype=torch.int32), 0)
+            assert cfg.pack_tokens is not None
+            loss = torch.zeros(cfg.pack_tokens, dtype=torch.bool)
+            loss[: int(cu[-1])] = True
+            out.update(cu_seqlens=cu, seq_lens=lens, loss_mask=loss, num_tokens=int(cu[-1]))
+        return out
+
+
+class PlannedDataset(IterableDataset):
+    """Yields the collated batches `plan[start:]` of one rank, shared out across loader workers."""
+
+    def __init__(self, producer: BatchProducer, plan: list[PlannedBatch], start: int, epoch: int):
+        super().__init__()
+        self.producer = producer
+        self.plan = plan
+        self.start = start
+        self.epoch = epoch
+
+    def __iter__(self):
+        wi = get_worker_info()
+        wid, nw = (wi.id, wi.num_workers) if wi is not None else (0, 1)
+        if wi is not None:
+            torch.set_num_threads(1)
+        try:
+            for j in range(self.start + wid, len(self.plan), nw):
+                yield self.producer.produce(self.plan[j], self.epoch)
+        finally:
+            self.producer.close()

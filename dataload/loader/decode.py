@@ -1,0 +1,109 @@
+"""Decode a clip held in memory to a (T, C, H, W) uint8 tensor at a bucket's shape.
+
+Frames are chosen by nearest timestamp at the target fps (stream timestamps, so variable frame rate is
+handled), the window placed by a given fraction (random start) or centred. Only chosen frames are
+converted to RGB, scaled by swscale straight to a size that covers the bucket, then centre-cropped.
+PyAV from a BytesIO: shard members are bytes in memory, and the reader in dataload opens paths.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import av
+import numpy as np
+import torch
+
+from dataload.errors import CorruptVideoError, VideoError
+from dataload.loader.config import Bucket
+
+
+def frame_times(container: av.container.InputContainer, stream) -> list[int]:
+    """Sorted presentation timestamps of the stream's frames, from demuxing only (no decode)."""
+    pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+    pts.sort()
+    return pts
+
+
+def choose_frames(pts: list[int], time_base: float, num_frames: int, fps: float | None,
+                  start_fraction: float) -> list[int]:
+    """Indices into `pts` of the frames to output (repeats allowed when the clip is shorter than asked)."""
+    n = len(pts)
+    if fps is None:
+        first = int(round(start_fraction * max(n - num_frames, 0)))
+        return [min(first + i, n - 1) for i in range(num_frames)]
+    times = [(p - pts[0]) * time_base for p in pts]
+    span = (num_frames - 1) / fps
+    t0 = start_fraction * max(times[-1] - span, 0.0)
+    out = []
+    j = 0
+    for i in range(num_frames):
+        t = t0 + i / fps
+        while j + 1 < n and abs(times[j + 1] - t) <= abs(times[j] - t):
+            j += 1
+        out.append(j)
+    return out
+
+
+def _cover_size(w: int, h: int, bucket: Bucket) -> tuple[int, int]:
+    s = max(bucket.width / w, bucket.height / h)
+    return max(bucket.width, math.ceil(w * s - 1e-6)), max(bucket.height, math.ceil(h * s - 1e-6))
+
+
+def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: float,
+                threads: int = 1) -> torch.Tensor:
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except av.FFmpegError as e:
+        raise VideoError(f"not a readable video ({e.__class__.__name__}: {e})") from None
+    with container:
+        if not container.streams.video:
+            raise VideoError("no video stream")
+        stream = container.streams.video[0]
+        try:
+            pts = frame_times(container, stream)
+        except av.FFmpegError as e:
+            raise CorruptVideoError(f"cannot demux: {e}") from None
+        if not pts:
+            raise VideoError("no frames")
+        tb = float(stream.time_base)
+        idx = choose_frames(pts, tb, bucket.num_frames, fps, start_fraction)
+        wanted: dict[int, list[int]] = {}
+        for out_i, j in enumerate(idx):
+            wanted.setdefault(pts[j], []).append(out_i)
+        container.seek(0)
+        stream.thread_type = "AUTO"
+        if threads > 0:
+            stream.thread_count = threads
+        frames: list[np.ndarray | None] = [None] * len(idx)
+        remaining = len(wanted)
+        size = None
+        try:
+            for frame in container.decode(stream):
+                outs = wanted.pop(frame.pts, None)
+                if outs is None:
+                    continue
+                if size is None:
+                    size = _cover_size(frame.width, frame.height, bucket)
+                arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                for o in outs:
+                    frames[o] = arr
+                remaining -= 1
+                if remaining == 0:
+                    break
+        except av.FFmpegError:
+            pass  # tolerant: keep what decoded; nothing at all raises below
+        # Frames lost to corruption take their nearest decoded neighbour (tolerant decoding).
+        got = [i for i, f in enumerate(frames) if f is not None]
+        if not got:
+            raise CorruptVideoError("no frame could be decoded")
+        if len(got) < len(frames):
+            for i in range(len(frames)):
+                if frames[i] is None:
+                    frames[i] = frames[min(got, key=lambda g: abs(g - i))]
+    video = np.stack(frames)  # (T, h, w, 3)
+    y0 = (video.shape[1] - bucket.height) // 2
+    x0 = (video.shape[2] - bucket.width) // 2
+    video = video[:, y0:y0 + bucket.height, x0:x0 + bucket.width]
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2)
