@@ -1,0 +1,477 @@
+"""PyAV backend: opens a container, picks the best video stream, decodes every frame in order with
+timestamps, tolerant or strict, and converts frames to RGB or luma arrays in display orientation.
+
+PyAV bundles FFmpeg, so this backend reads every codec; the others fall back to it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from dataload.backends.selection import GridSelector
+from dataload.errors import CorruptVideoError, VideoError
+from dataload.video_info import StreamInfo, display_size
+
+# Decoded frames may carry out-of-order pts (AVI with packed B-frames stores them per packet, not per
+# picture). The decoder emits pictures in display order, so the k-th frame gets the k-th smallest pts
+# of a small look-ahead window.
+_REORDER_DEPTH = 4
+
+
+def open_container(path: str) -> av.container.InputContainer:
+    """Open `path` for reading, turning every way it can fail into one clear line."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VideoError(f"{path}: is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: empty file (0 bytes), not a video")
+    try:
+        return av.open(path, mode="r")
+    except av.error.FFmpegError as exc:
+        reason = _short(exc)
+        raise VideoError(f"{path}: not a readable video ({reason})") from None
+
+
+def _short(exc: BaseException) -> str:
+    """FFmpeg's message without the errno prefix, on one line."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    log = getattr(exc, "log", None)
+    if log and len(log) >= 3 and log[2]:
+        text = f"{text}: {str(log[2]).strip()}"
+    return " ".join(str(text).split())
+
+
+def choose_stream(container: av.container.InputContainer, path: str, stream: int | None) -> av.video.stream.VideoStream:
+    """The requested video stream (by container index), else the best one: most pixels, then the
+    default-flagged one, then the higher frame rate. Cover art (attached pictures) is never chosen."""
+    videos = [s for s in container.streams.video
+              if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))]
+    if stream is not None:
+        for s in container.streams.video:
+            if s.index == stream:
+                return s
+        kinds = ", ".join(f"{s.index}:{s.type}" for s in container.streams)
+        raise VideoError(f"{path}: stream {stream} is not a video stream (streams: {kinds or 'none'})")
+    if not videos:
+        raise VideoError(f"{path}: no video stream")
+
+    def rank(s):
+        cc = s.codec_context
+        default = bool(int(s.disposition) & int(av.stream.Disposition.default))
+        rate = float(s.average_rate or s.guessed_rate or 0)
+        return ((cc.width or 0) * (cc.height or 0), default, rate, -s.index)
+
+    return max(videos, key=rank)
+
+
+def stream_infos(container: av.container.InputContainer) -> list[StreamInfo]:
+    out = []
+    for s in container.streams:
+        cc = s.codec_context
+        codec = cc.name if cc is not None else None
+        language = s.metadata.get("language") or s.metadata.get("LANGUAGE")
+        default = bool(int(s.disposition) & int(av.stream.Disposition.default))
+        if s.type == "video":
+            rate = s.average_rate or s.guessed_rate
+            out.append(StreamInfo(index=s.index, type=s.type, codec=codec, width=cc.width or None,
+                                  height=cc.height or None, fps=float(rate) if rate else None,
+                                  num_frames=s.frames or None, language=language, default=default))
+        else:
+            out.append(StreamInfo(index=s.index, type=s.type, codec=codec, language=language,
+                                  num_frames=s.frames or None, default=default))
+    return out
+
+
+@dataclass
+class Scan:
+    """What one full decoding pass saw."""
+
+    times: np.ndarray  # float64 seconds from the first frame, per decoded frame
+    last_duration_s: float | None  # the last frame's own duration, when the container says
+    decode_errors: int
+    coded_width: int
+    coded_height: int
+    rotation: int
+    sar: Fraction
+
+
+@dataclass
+class Decoded:
+    index: int
+    time_s: float
+    frame: av.VideoFrame
+
+
+@dataclass
+class _PassState:
+    """Bookkeeping of one decoding pass (errors, first pts, a scan when it ran to the end)."""
+
+    errors: int = 0
+    times: list = field(default_factory=list)
+    last_duration: int | None = None
+    complete: bool = False
+
+
+def rotation_of(frame: av.VideoFrame) -> int:
+    """Clockwise degrees that turn the decoded picture upright (FFmpeg's display matrix is counter-clockwise)."""
+    try:
+        angle = frame.rotation
+    except Exception:  # noqa: BLE001 - no side data or an unreadable matrix means upright
+        return 0
+    return int(round(-float(angle) / 90.0)) % 4 * 90
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+class PyAVReadMixin:
+    """Selections on one streaming pass (mixed into PyAVSource): nothing is held but the
+    previous picture, and only chosen pictures are converted."""
+
+    def converter(self, size, luma: bool) -> FrameConverter:
+        w, h = self.coded_size
+        return FrameConverter(w, h, self.sar, self.rotation or 0, size, luma)
+
+    def iter_range(self, start: float | None, end: float | None, size, luma: bool):
+        conv = None
+        for d in self.frames():
+            if end is not None and d.time_s >= end - 1e-9:
+                break
+            if start is not None and d.time_s < start - 1e-9:
+                continue
+            if conv is None:
+                conv = self.converter(size, luma)
+            yield d.index, d.time_s, conv(d.frame)
+
+    def read_grid(self, selector: GridSelector, start: float | None, size, luma: bool) -> list[np.ndarray]:
+        conv = None
+        out: list[np.ndarray] = []
+        prev: Decoded | None = None
+        cache: tuple[int, np.ndarray] | None = None  # the last converted frame, for repeats
+        last_end = 0.0
+        stopped = False
+
+        def take(i: int, cur: Decoded) -> None:
+            nonlocal cache
+            if cache is None or cache[0] != i:
+                src = cur if cur.index == i else prev
+                cache = (i, conv(src.frame))
+            out.append(cache[1])
+
+        for d in self.frames():
+            if start is not None and d.time_s < start - 1e-9:
+                continue
+            if selector.end is not None and d.time_s >= selector.end - 1e-9:
+                stopped = True
+                break
+            if conv is None:
+                conv = self.converter(size, luma)
+            for i in selector.feed(d.index, d.time_s):
+                take(i, d)
+            prev = d
+            dur = float(d.frame.duration * self.time_base) if d.frame.duration else None
+            last_end = d.time_s + (dur or self._median_step())
+            if selector.done:
+                stopped = True
+                break
+        if prev is not None:
+            stream_end = selector.end if stopped and selector.end is not None else last_end
+            for i in selector.finish(stream_end):
+                take(i, prev)
+        return out
+
+    def _median_step(self) -> float:
+        return 1.0 / self.nominal_fps if self.nominal_fps else 0.0
+
+    def read_indices(self, indices: np.ndarray, size, luma: bool) -> list[np.ndarray]:
+        wanted = set(int(i) for i in indices)
+        top = max(wanted) if wanted else -1
+        got: dict[int, np.ndarray] = {}
+        conv = None
+        n = 0
+        for d in self.frames():
+            n = d.index + 1
+            if d.index in wanted:
+                if conv is None:
+                    conv = self.converter(size, luma)
+                got[d.index] = conv(d.frame)
+            if d.index >= top:
+                break
+        missing = sorted(wanted - got.keys())
+        if missing:
+            raise VideoError(f"{self.path}: frame index {missing[0]} out of range "
+                             f"(the video has {n} decoded frames)")
+        return [got[int(i)] for i in indices]
+
+
+class PyAVSource(PyAVReadMixin):
+    """One opened video stream. `frames()` decodes it from the start in display order."""
+
+    def __init__(self, path, *, stream: int | None = None, threads: int = 0, strict: bool = False):
+        self.path = os.fspath(path)
+        self.strict = strict
+        self.threads = threads
+        self._container = open_container(self.path)
+        try:
+            self._stream = choose_stream(self._container, self.path, stream)
+            self.stream_index = self._stream.index
+            cc = self._stream.codec_context
+            if cc is None:
+                raise VideoError(f"{self.path}: no decoder for stream {self.stream_index}")
+            self.codec = cc.name
+            self.container_name = self._container.format.name.split(",")[0]
+            self.time_base = self._stream.time_base or Fraction(1, 1000)
+            rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
+            self.nominal_fps = float(rate) if rate else None
+            self.header_frames = self._stream.frames or None
+            self.header_width, self.header_height = cc.width or 0, cc.height or 0
+            self.streams = stream_infos(self._container)
+            self._check_complete()
+            sar = self._stream.sample_aspect_ratio or cc.sample_aspect_ratio
+            self.sar = Fraction(sar) if sar and sar > 0 else Fraction(1, 1)
+            self.rotation: int | None = None  # known after the first frame
+            self.coded_size: tuple[int, int] | None = None  # (w, h), known after the first frame
+            self.scan: Scan | None = None
+            self._pass: _PassState | None = None
+            self._used = False
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _check_complete(self) -> None:
+        """A file shorter than its own index (MP4/MOV sample tables) was cut off: refuse it clearly."""
+        try:
+            entries = self._stream.index_entries
+            tail = [entries[i] for i in range(max(0, len(entries) - 16), len(entries))] if entries else []
+        except Exception:  # noqa: BLE001 - formats without an index say nothing here
+            return
+        if not tail:
+            return
+        need = max(e.pos + e.size for e in tail)
+        have = os.path.getsize(self.path)
+        if need > have:
+            raise VideoError(f"{self.path}: truncated file: {have} bytes, but its index reaches byte {need}")
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def _restart(self) -> None:
+        """A fresh demuxer and decoder for a new pass from the start."""
+        if self._used:
+            self._container.close()
+            self._container = open_container(self.path)
+            self._stream = self._container.streams[self.stream_index]
+        self._used = True
+        st = self._stream
+        # Frame + slice threads; a count of 0 lets FFmpeg pick one per core.
+        st.thread_type = "AUTO"
+        st.codec_context.thread_count = max(0, int(self.threads))
+
+    def _corrupt(self, what: str, where: str) -> CorruptVideoError:
+        return CorruptVideoError(f"{self.path}: corrupt video data {where}: {what} "
+                                 "(tolerant mode skips such frames and counts them)")
+
+    def _raw(self, state: _PassState) -> Iterator[av.VideoFrame]:
+        """Decoded pictures in display order. A packet the decoder rejects raises (strict) or is skipped
+        and counted (tolerant); frame threading reports it a few packets late."""
+        packets = self._container.demux(self._stream)
+        npacket = 0
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:  # the container itself is damaged (e.g. truncated)
+                if self.strict:
+                    raise self._corrupt(_short(exc), f"after packet {npacket}") from None
+                state.errors += 1
+                break
+            if packet.is_corrupt:  # the demuxer read it short or damaged
+                if self.strict:
+                    raise self._corrupt("damaged or incomplete packet", f"at packet {npacket}")
+                state.errors += 1
+                npacket += 1
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.EOFError:
+                break
+            except av.error.FFmpegError as exc:
+                if self.strict:
+                    t = float(packet.pts * self.time_base) if packet.pts is not None else None
+                    where = f"near packet {npacket}" + (f" (t={t:.3f}s)" if t is not None else "")
+                    raise self._corrupt(_short(exc), where) from None
+                state.errors += 1
+                npacket += 1
+                continue
+            npacket += 1
+            for frame in frames:
+                # A picture the decoder concealed is kept in tolerant mode: whether FFmpeg flags it
+                # depends on the threading mode, and the frame count must not.
+                if self.strict and frame.is_corrupt:
+                    raise self._corrupt("the decoder flagged a damaged picture", f"near packet {npacket - 1}")
+                yield frame
+        state.complete = True
+
+    def frames(self) -> Iterator[Decoded]:
+        """Every decoded frame from the start: (index, seconds from the first frame, picture).
+
+        Runs one pass; when it reaches the end its timestamps become `self.scan` (a later `info`
+        or `timestamps()` costs nothing)."""
+        self._restart()
+        state = _PassState()
+        self._pass = state
+        window: deque = deque()
+        heap: list[int] = []
+        first_pts: int | None = None
+        prev_pts: int | None = None
+        prev_dur: int | None = None
+        index = 0
+
+        def emit() -> Decoded:
+            nonlocal first_pts, index
+            frame = window.popleft()
+            pts = heapq.heappop(heap)
+            if first_pts is None:
+                first_pts = pts
+            t = float((pts - first_pts) * self.time_base)
+            state.times.append(t)
+            out = Decoded(index, t, frame)
+            index += 1
+            return out
+
+        for frame in self._raw(state):
+            if self.rotation is None:
+                self.rotation = rotation_of(frame)
+                self.coded_size = (frame.width, frame.height)
+            pts = frame.pts
+            if pts is None:  # no timestamp: continue the previous frame's clock
+                step = prev_dur or self._nominal_step()
+                pts = (prev_pts + step) if prev_pts is not None else 0
+            dur = frame.duration or None
+            prev_pts, prev_dur = pts, dur or prev_dur
+            state.last_duration = dur
+            window.append(frame)
+            heapq.heappush(heap, pts)
+            if len(window) > _REORDER_DEPTH:
+                yield emit()
+        while window:
+            yield emit()
+        if state.complete:
+            if not state.times:
+                raise VideoError(f"{self.path}: no decodable video frames"
+                                 + (f" ({state.errors} decode errors)" if state.errors else ""))
+            last = float(state.last_duration * self.time_base) if state.last_duration else None
+            w, h = self.coded_size
+            self.scan = Scan(times=np.asarray(state.times, dtype=np.float64), last_duration_s=last,
+                             decode_errors=state.errors, coded_width=w, coded_height=h,
+                             rotation=self.rotation or 0, sar=self.sar)
+
+    @property
+    def last_pass_errors(self) -> int:
+        """Corrupt packets skipped so far by the latest pass (it may have stopped early)."""
+        return self._pass.errors if self._pass is not None else 0
+
+    def _nominal_step(self) -> int:
+        if self.nominal_fps:
+            return max(1, int(round(1.0 / (self.nominal_fps * self.time_base))))
+        return 1
+
+    def run_scan(self) -> Scan:
+        """Decode everything once without converting pixels (counts frames, errors, timestamps)."""
+        if self.scan is None:
+            for _ in self.frames():
+                pass
+        return self.scan
+
+    def close(self) -> None:
+        self._container.close()
+
+
+# -- pixels -------------------------------------------------------------------------------------------
+
+class FrameConverter:
+    """Turns decoded pictures into uint8 arrays in display orientation at a target size.
+
+    `size` is the output (h, w) after rotation; None keeps the display size (pixel aspect applied).
+    """
+
+    def __init__(self, coded_w: int, coded_h: int, sar: Fraction, rotation: int,
+                 size: tuple[int, int] | None, luma: bool):
+        disp_w, disp_h = display_size(coded_w, coded_h, sar, rotation)
+        out_h, out_w = resolve_size(size, disp_h, disp_w)
+        self.out_h, self.out_w = out_h, out_w
+        self.rotation = rotation
+        # Scale in the coded orientation, then rotate.
+        self.scale_w, self.scale_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
+        self.resize = (self.scale_w, self.scale_h) != (coded_w, coded_h)
+        self.luma = luma
+        self._k = -(rotation // 90)  # np.rot90 turns counter-clockwise
+        self._limited_lut = (np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255)
+                             .astype(np.uint8))
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        arr = self._luma(frame) if self.luma else self._rgb(frame)
+        if self._k % 4:
+            arr = np.ascontiguousarray(np.rot90(arr, self._k))
+        return arr
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        if not self.resize and frame.width == self.scale_w and frame.height == self.scale_h:
+            return frame.to_ndarray(format="rgb24")
+        shrink = self.scale_w * self.scale_h < frame.width * frame.height
+        return frame.reformat(width=self.scale_w, height=self.scale_h, format="rgb24",
+                              interpolation="AREA" if shrink else "BICUBIC").to_ndarray()
+
+    def _luma(self, frame: av.VideoFrame) -> np.ndarray:
+        fmt = frame.format
+        comp = fmt.components[0]
+        if comp.is_luma and comp.plane == 0 and not fmt.is_rgb:
+            plane = frame.planes[0]
+            if comp.bits <= 8:
+                y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+            else:  # 9-16 bit little-endian luma: keep the top 8 bits
+                y16 = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
+                y = (y16[:, :plane.width] >> (comp.bits - 8)).astype(np.uint8)
+            full = fmt.name.startswith("yuvj") or int(frame.color_range) == 2  # 2: JPEG (full) range
+            y = self._resize_plane(y)
+            # Video-range luma (16..235) stretched to 0..255 so it equals Y' computed from the RGB path.
+            return y if full else cv2.LUT(y, self._limited_lut)
+        gray = frame.reformat(format="gray").to_ndarray()
+        return self._resize_plane(gray)
+
+    def _resize_plane(self, y: np.ndarray) -> np.ndarray:
+        if y.shape[1] == self.scale_w and y.shape[0] == self.scale_h:
+            return np.array(y, copy=True)  # the decoder reuses its buffer
+        shrink = self.scale_w * self.scale_h < y.shape[0] * y.shape[1]
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        return cv2.resize(y, (self.scale_w, self.scale_h), interpolation=interp)
+
+
+def resolve_size(size, disp_h: int, disp_w: int) -> tuple[int, int]:
+    """(h, w) output size; one side may be -1/None to keep the display aspect."""
+    if size is None:
+        return disp_h, disp_w
+    if isinstance(size, int):
+        raise ValueError("size must be (height, width)")
+    h, w = size
+    h = None if h in (None, -1) else int(h)
+    w = None if w in (None, -1) else int(w)
+    if h is None and w is None:
+        return disp_h, disp_w
+    if h is None:
+        h = max(1, int(round(disp_h * w / disp_w)))
+    if w is None:
+        w = max(1, int(round(disp_w * h / disp_h)))
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return h, w
