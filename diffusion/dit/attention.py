@@ -13,13 +13,17 @@ from torch import nn
 from diffusion.dit.rope import apply_rope
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp=None, *, kv_replicated: bool = False,
-           key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """q (B, Sq, H, D), k/v (B, Sk, H, D) -> (B, Sq, H, D). key_mask (B, Sk) bool: True = attend."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp=None, *, key_mask: torch.Tensor | None = None,
+           seq_len: int | None = None) -> torch.Tensor:
+    """q (B, Sq, H, D), k/v (B, Sk, H, D) -> (B, Sq, H, D). key_mask (B, Sk) bool: True = attend.
+
+    With `cp`, q/k/v are this rank's shards of a sequence of `seq_len` tokens (padded at the end to a
+    multiple of the group; padded keys are ignored).
+    """
     if cp is not None:
         from parallel.attention import cp_attention  # parallel is only needed once CP is on
 
-        return cp_attention(q, k, v, cp, kv_replicated=kv_replicated, mask=key_mask)
+        return cp_attention(q, k, v, cp, mask=key_mask, seq_len=seq_len)
     mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=mask)
@@ -38,12 +42,12 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cp=None,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                seq_len: int | None = None) -> torch.Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         q = apply_rope(self.norm_q(q).unflatten(-1, (self.num_heads, -1)), cos, sin)
         k = apply_rope(self.norm_k(k).unflatten(-1, (self.num_heads, -1)), cos, sin)
         v = v.unflatten(-1, (self.num_heads, -1))
-        o = attend(q, k, v, cp, key_mask=key_mask).flatten(2).type_as(x)
+        o = attend(q, k, v, cp, seq_len=seq_len).flatten(2).type_as(x)
         return self.out(o)
 
 

@@ -7,7 +7,9 @@ residual]; modulated LN head -> linear -> unpatchify. Norms and modulation run i
 so bf16 autocast keeps them stable.
 
 With a context-parallel group set, the token sequence (and its RoPE angles) is sharded over the group
-after the patch embedding and gathered before unpatchifying; text tokens stay replicated.
+after the patch embedding (padded at the end when it does not divide) and gathered before
+unpatchifying; text tokens stay replicated. Parameter gradients are then partial per CP rank: their
+sum over the group is the single-rank gradient (the DP x CP reduction sums them).
 """
 
 from __future__ import annotations
@@ -64,12 +66,12 @@ class DiTBlock(nn.Module):
         self.mlp = MLP2(c.dim, c.ffn_dim, c.dim, nn.GELU(approximate="tanh"))
         self.modulation = nn.Parameter(torch.randn(1, 6, c.dim) / c.dim**0.5)
 
-    def forward(self, x, mod, text, cos, sin, cp=None, key_mask=None, text_mask=None):
+    def forward(self, x, mod, text, cos, sin, cp=None, seq_len=None, text_mask=None):
         # mod (B, 6, D) in float32: shift/scale/gate for attention, then for the MLP
         m = self.modulation.to(mod.dtype) + mod
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = m.chunk(6, dim=1)
         h = (_layer_norm32(x, self.eps) * (1 + scale_a) + shift_a).type_as(x)
-        x = (x.to(m.dtype) + self.self_attn(h, cos, sin, cp, key_mask) * gate_a).type_as(x)
+        x = (x.to(m.dtype) + self.self_attn(h, cos, sin, cp, seq_len) * gate_a).type_as(x)
         h = x if self.cross_norm is None else _layer_norm32(
             x, self.eps, self.cross_norm.weight, self.cross_norm.bias).type_as(x)
         x = x + self.cross_attn(h, text, text_mask)
@@ -145,7 +147,6 @@ class VideoDiT(nn.Module):
         ctx_mask = text_mask.bool() if (text_mask is not None and c.text_attention_mask) else None
 
         cp = self._cp
-        key_mask = None
         if cp is not None:
             from parallel.sequence import shard_sequence
 
@@ -155,16 +156,19 @@ class VideoDiT(nn.Module):
 
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, mod, ctx, cos, sin, cp, key_mask, ctx_mask,
+                tokens = checkpoint(block, tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask,
                                     use_reentrant=False)
             else:
-                tokens = block(tokens, mod, ctx, cos, sin, cp, key_mask, ctx_mask)
+                tokens = block(tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask)
 
         out = self.head(tokens, temb32)  # (B, S_local, pt*ph*pw*C_out)
         if cp is not None:
             from parallel.sequence import gather_sequence
 
-            out = gather_sequence(out, 1, cp.group, seq_len)
+            # every CP rank computes the loss on the whole gathered output (counted once per CP group),
+            # so backward hands each rank its own slice of the gradient ("split"); summing parameter
+            # gradients over the group then gives the single-rank gradient
+            out = gather_sequence(out, 1, cp.group, seq_len, grad="split")
         out = out.reshape(b, *grid, pt, ph, pw, c.out_channels)
         return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c.out_channels, f, h, w)
 
