@@ -1,0 +1,180 @@
+"""The latent cache: shards of precomputed VAE latents and text embeddings (DESIGN.md section 2).
+
+LATENTS/dataset.json           {"kind": "latent", "num_samples", "sources", "config", ...}
+LATENTS/shards/latent-SSS-NNNNNN.tar   per clip: <clip_id>.latents.safetensors (latents, text, text_mask)
+                                        and <clip_id>.json (the clip's JSON plus latent_shape, text_length)
+LATENTS/_state/precompute.json the fingerprint of the run and the input shards already done
+
+`precompute` maps each input shard to one output shard, written atomically, and records it as done, so a
+rerun after a crash skips finished shards and produces the same bytes as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from dataload.errors import ShardError, VideoError
+from dataload.loader.config import LoaderConfig
+from dataload.loader.decode import decode_clip
+from dataload.loader.plan import assign_bucket
+from dataload.loader.sources import LATENT_MEMBER, LATENT_TENSORS, resolve_source
+from dataload.shards import ShardWriter, read_shard, validate_clip_sample
+
+EncodeFn = Callable[[torch.Tensor, list[str]], Mapping[str, torch.Tensor]]
+
+
+def encode_latent_member(latents: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> bytes:
+    tensors = {"latents": latents, "text": text, "text_mask": text_mask.to(torch.bool)}
+    return _st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+
+
+def decode_latent_member(data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        tensors = _st_load(data)
+    except Exception as e:  # safetensors raises its own error types on bad bytes
+        raise ShardError(f"latents.safetensors is unreadable: {e}") from None
+    missing = [k for k in LATENT_TENSORS if k not in tensors]
+    if missing:
+        raise ShardError(f"latents.safetensors misses tensor(s) {', '.join(missing)}")
+    return tensors
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class PrecomputeResult:
+    out: Path
+    shards_done: int = 0  # in this call
+    shards_skipped: int = 0  # already done by an earlier call
+    samples: int = 0  # written in this call
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def precompute(sources: list[str], encode_fn: EncodeFn, out: str | os.PathLike, *,
+               config: LoaderConfig | None = None, progress: bool = False) -> PrecomputeResult:
+    """Run `encode_fn(video (B,T,C,H,W), captions) -> {"latents": (B,...), "text": (B,L,D),
+    "text_mask": (B,L)}` over every clip of the curated `sources`; resumable, atomic per shard.
+
+    Clips are decoded as the loader would (the config's buckets, fps and dtype; the window centred so the
+    cache is deterministic) and batched by bucket, `config.batch_size` at a time.
+    """
+    cfg = config if config is not None else LoaderConfig(batch_size=4, dtype="float32", start="center")
+    out = Path(out)
+    inputs = []
+    for s, path in enumerate(sources):
+        kind, shards = resolve_source(path)
+        if kind != "curated":
+            raise ValueError(f"precompute needs curated shards, {path} holds {kind} data")
+        inputs += [(s, j, shard) for j, shard in enumerate(shards)]
+    fingerprint = {"sources": [os.fspath(p) for p in sources], "shards": [os.path.basename(x) for *_, x in inputs],
+                   "config": cfg.fingerprint(), "dtype": cfg.dtype}
+    state_path = out / "_state" / "precompute.json"
+    done: dict[str, dict[str, Any]] = {}
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"{out} holds latents of other sources or another config; use a new --out")
+        done = state["done"]
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    result = PrecomputeResult(out)
+    buckets = cfg.bucket_list()
+    bar = _progress(len(inputs), progress)
+    for s, j, shard in inputs:
+        name = f"latent-{s:03d}-{j:06d}.tar"
+        if name in done:
+            result.shards_skipped += 1
+            bar(1)
+            continue
+        n, skipped = _encode_shard(shard, out / "shards", s, j, encode_fn, cfg, buckets)
+        result.shards_done += 1
+        result.samples += n
+        result.skipped += skipped
+        done[name] = {"input": shard, "samples": n, "skipped": [list(x) for x in skipped]}
+        _atomic_write_text(state_path, json.dumps({"fingerprint": fingerprint, "done": done}, indent=1))
+        bar(1)
+    if result.skipped:
+        names = "; ".join(f"{a} ({b})" for a, b in result.skipped[:5])
+        warnings.warn(f"precompute skipped {len(result.skipped)} sample(s): {names}", stacklevel=2)
+    total = sum(d["samples"] for d in done.values())
+    _atomic_write_text(out / "dataset.json", json.dumps({
+        "kind": "latent", "num_samples": total, "num_shards": len(done),
+        "sources": [os.fspath(p) for p in sources], "config": cfg.fingerprint()}, indent=1))
+    return result
+
+
+def _progress(total: int, enabled: bool) -> Callable[[int], None]:
+    if not enabled:
+        return lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="precompute", unit="shard", disable=None)  # quiet when not a terminal
+    return bar.update
+
+
+def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn, cfg: LoaderConfig,
+                  buckets) -> tuple[int, list[tuple[str, str]]]:
+    skipped: list[tuple[str, str]] = []
+    items: list[tuple[str, dict[str, Any], str, int]] = []  # key, meta, caption, bucket
+    videos: dict[str, torch.Tensor] = {}
+    try:
+        for sample in read_shard(shard):
+            key = sample["__key__"]
+            try:
+                meta = validate_clip_sample(sample)
+                b = assign_bucket(buckets, meta["width"], meta["height"], int(meta["num_frames"]),
+                                  float(meta["fps"]), cfg.fps)
+                if b is None:
+                    raise VideoError("too short for every bucket")
+                v = decode_clip(sample["mp4"], buckets[b], cfg.fps, 0.5, threads=cfg.decode_threads)
+            except (ShardError, VideoError, ValueError, TypeError, KeyError) as e:
+                skipped.append((f"{shard}:{key}", str(e)))
+                continue
+            videos[key] = v.float().div_(127.5).sub_(1.0) if cfg.dtype == "float32" else v
+            caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else meta.get("caption") or ""
+            items.append((key, meta, caption, b))
+    except ShardError as e:
+        skipped.append((shard, f"rest of shard skipped: {e}"))
+    encoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    for b in sorted({it[3] for it in items}):
+        group = [it for it in items if it[3] == b]
+        for k in range(0, len(group), cfg.batch_size):
+            chunk = group[k:k + cfg.batch_size]
+            video = torch.stack([videos[key] for key, *_ in chunk])
+            res = encode_fn(video, [c for _, _, c, _ in chunk])
+            missing = [t for t in LATENT_TENSORS if t not in res]
+            if missing:
+                raise ValueError(f"encode_fn returned no {', '.join(missing)}")
+            for i, (key, meta, caption, _) in enumerate(chunk):
+                lat, text, mask = res["latents"][i], res["text"][i], res["text_mask"][i]
+                info = dict(meta, latent_shape=list(lat.shape), text_length=int(mask.sum()), caption=caption)
+                encoded[key] = (encode_latent_member(lat, text, mask), info)
+    if items:
+        with ShardWriter(folder, max_samples_per_shard=len(items), prefix=f"latent-{s:03d}-", start_index=j) as w:
+            for key, *_ in items:  # input order, so reruns give identical bytes
+                data, info = encoded[key]
+                w.write(key, {LATENT_MEMBER: data, "json": json.dumps(info, sort_keys=True).encode(),
+                              "txt": info["caption"].encode()})
+    else:  # an empty tar keeps the input -> output mapping one to one
+        _write_empty_tar(folder / f"latent-{s:03d}-{j:06d}.tar")
+    return len(items), skipped
+
+
+def _write_empty_tar(path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(b"\0" * 10240)  # the end-of-archive marker, padded to a tar record
+    os.replace(tmp, path)
