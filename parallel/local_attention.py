@@ -1,0 +1,89 @@
+"""Blockwise attention math in plain torch: runs in float64 and exposes the log-sum-exp.
+
+Layout is (B, S, H, D) for q/k/v and (B, H, Sq) for the LSE. Masks are boolean "may attend" over
+(B, Sq, Sk) or broadcastable; a query row with no allowed key gets output 0 and LSE -inf.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def block_mask(key_valid: torch.Tensor | None, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None,
+               causal: bool) -> torch.Tensor | None:
+    """Boolean (B|1, Sq|1, Sk) mask from a key-validity (B, Sk) and global positions (for causal)."""
+    m = None
+    if key_valid is not None:
+        m = key_valid[:, None, :]
+    if causal:
+        c = (k_pos[None, None, :] <= q_pos[None, :, None])
+        m = c if m is None else (m & c)
+    return m
+
+
+def _scores(q, k, scale, mask):
+    s = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask[:, None], float("-inf"))
+    return s
+
+
+def attn_block_forward(q, k, v, scale: float, mask=None):
+    """One block's partial attention: (out (B,Sq,H,D), lse (B,H,Sq))."""
+    s = _scores(q, k, scale, mask)
+    m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all-masked rows stay finite
+    p = torch.exp(s - m)
+    l_sum = p.sum(dim=-1, keepdim=True)
+    out = torch.einsum("bhqk,bkhd->bqhd", p / l_sum.clamp_min(torch.finfo(p.dtype).tiny), v)
+    lse = (m + torch.log(l_sum)).squeeze(-1)  # -inf where nothing was allowed
+    return out, lse
+
+
+def merge(out, lse, out_b, lse_b):
+    """Merge two partial results of the same queries over disjoint key sets by their LSE."""
+    new = torch.logaddexp(lse, lse_b)
+    safe = torch.where(torch.isfinite(new), new, torch.zeros_like(new))
+    w_a = torch.exp(lse - safe).transpose(1, 2).unsqueeze(-1)  # (B,Sq,H,1)
+    w_b = torch.exp(lse_b - safe).transpose(1, 2).unsqueeze(-1)
+    return out * w_a + out_b * w_b, new
+
+
+def attn_block_backward(q, k, v, out, lse, dout, scale: float, mask=None):
+    """Gradients of one key block given the *final* output and LSE of these queries (flash-style)."""
+    s = _scores(q, k, scale, mask)
+    safe = torch.where(torch.isfinite(lse), lse, torch.full_like(lse, float("inf")))
+    p = torch.exp(s - safe.unsqueeze(-1))  # exact softmax probabilities for this block
+    dv = torch.einsum("bhqk,bqhd->bkhd", p, dout)
+    dp = torch.einsum("bqhd,bkhd->bhqk", dout, v)
+    delta = (dout * out).sum(-1).transpose(1, 2).unsqueeze(-1)  # (B,H,Sq,1)
+    ds = p * (dp - delta) * scale
+    dq = torch.einsum("bhqk,bkhd->bqhd", ds, k)
+    dk = torch.einsum("bhqk,bqhd->bkhd", ds, q)
+    return dq, dk, dv
+
+
+class LocalAttention(torch.autograd.Function):
+    """Attention over full keys with the block math above (used for Ulysses and as the reference)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale, mask):
+        out, lse = attn_block_forward(q, k, v, scale, mask)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.scale, ctx.mask = scale, mask
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = attn_block_backward(q, k, v, out, lse, dout.contiguous(), ctx.scale, ctx.mask)
+        return dq, dk, dv, None, None
+
+
+def local_attention(q, k, v, scale: float, key_valid=None, causal: bool = False, q_offset: int = 0):
+    """Attention of q over all of k/v; `q_offset` is q's first global position (causal only)."""
+    q_pos = k_pos = None
+    if causal:
+        q_pos = torch.arange(q.shape[1], device=q.device) + q_offset
+        k_pos = torch.arange(k.shape[1], device=q.device)
+    return LocalAttention.apply(q, k, v, scale, block_mask(key_valid, q_pos, k_pos, causal))
