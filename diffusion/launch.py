@@ -28,6 +28,10 @@ class UserError(Exception):
     """Bad input found inside a rank: reported as one line, never a traceback."""
 
 
+class RankError(RuntimeError):
+    """A rank failed with something other than bad input; the message is its one-line summary."""
+
+
 def backend_for_device() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
@@ -70,7 +74,9 @@ def _rank_main(rank, world_size, init_method, backend, fn, kwargs, result_queue,
 
 def launch(fn: Callable[..., Any], nproc: int, kwargs: dict | None = None, *,
            threads: int | None = None, verbose_errors: bool = False) -> int:
-    """Run fn on nproc ranks (or on the torchrun-provided ranks); 0 on success, 1 on any rank failure."""
+    """Run fn on nproc ranks (or on the torchrun-provided ranks); returns 0 when all succeeded.
+
+    A failure raises UserError (bad input found in a rank) or RankError, with the first rank's message."""
     kwargs = kwargs or {}
     backend = backend_for_device()
     if under_torchrun():
@@ -79,9 +85,6 @@ def launch(fn: Callable[..., Any], nproc: int, kwargs: dict | None = None, *,
             _init(rank, world, None, backend)
             fn(rank, world, **kwargs)
             return 0
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
@@ -130,10 +133,14 @@ def launch(fn: Callable[..., Any], nproc: int, kwargs: dict | None = None, *,
     errors = sorted((r, m) for r, (s, m) in results.items() if s == "error")
     if not errors:
         return 0
-    # one line: the first rank's own failure (others usually only report the broken collective)
-    first = next(((r, m) for r, m in errors if "exited with code" not in m), errors[0])
-    head, _, detail = first[1].partition("\n")
-    print(f"error: {head}", file=sys.stderr)
+    # the root cause: a rank's own bad-input line first, else the lowest rank that raised (the others
+    # usually only report the collective that broke under them)
+    user = [(r, m) for r, m in errors if "\n" not in m]
+    raised = [(r, m) for r, m in errors if "exited with code" not in m]
+    rank, msg = (user or raised or errors)[0]
+    head, _, detail = msg.partition("\n")
     if verbose_errors and detail:
         print(detail, file=sys.stderr)
-    return 2 if not detail else 1
+    if user:
+        raise UserError(head)
+    raise RankError(f"rank {rank}: {head}")

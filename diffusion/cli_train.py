@@ -1,0 +1,178 @@
+"""`vfm-train fit | precompute | export`: train a video DiT, cache latents, export a diffusers copy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from diffusion.launch import UserError, launch, under_torchrun
+
+
+def _data_arg(text: str) -> tuple[str, float]:
+    """PATH or PATH=WEIGHT (a weight is the part after the last '=' when it is a number)."""
+    path, sep, weight = text.rpartition("=")
+    if sep:
+        try:
+            w = float(weight)
+        except ValueError:
+            return text, 1.0
+        if not w > 0:
+            raise argparse.ArgumentTypeError(f"--data weight must be > 0, got {weight}")
+        return path, w
+    return text, 1.0
+
+
+def _common(p: argparse.ArgumentParser, *, needs_data: bool = True) -> None:
+    p.add_argument("--config", default="tiny", metavar="NAME|FILE",
+                   help="preset name (tiny, wan-1.3b, wan-14b) or a YAML file (default: tiny)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.optim.lr=1e-4 (repeatable)")
+    if needs_data:
+        p.add_argument("--data", action="append", type=_data_arg, required=True, metavar="PATH[=WEIGHT]",
+                       help="a curated OUT folder, its shards/ folder or a latent folder; repeat to blend "
+                            "several with weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vfm-train", description=(
+        "Train the video diffusion transformer (flow matching, FSDP2 data parallel, context parallel), "
+        "precompute latent shards, or export a trained model in diffusers format."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = sub.add_parser("fit", help="train a model into a RUN folder", description=(
+        "Train into RUN. --steps is the total length of the run and of the LR schedule; --stop-after K "
+        "checkpoints at step K and exits; --resume continues RUN from its last checkpoint to --steps. "
+        "Without --resume an existing RUN is refused. --nproc must equal --dp x --cp."))
+    _common(fit)
+    fit.add_argument("--out", required=True, metavar="RUN", help="run folder (config, metrics, checkpoints)")
+    fit.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: the config's)")
+    fit.add_argument("--stop-after", type=int, default=None, metavar="K", help="checkpoint at step K and exit")
+    fit.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
+    fit.add_argument("--nproc", type=int, default=None,
+                     help="local ranks to spawn (gloo on CPU, NCCL on GPU); under torchrun its world size")
+    fit.add_argument("--dp", type=int, default=None, help="data-parallel degree (default: nproc / cp)")
+    fit.add_argument("--cp", type=int, default=1, help="context-parallel degree (default 1)")
+    fit.set_defaults(_run=run_fit)
+
+    pre = sub.add_parser("precompute", help="encode clips to latent shards (resumable)", description=(
+        "VAE-encode the clips and text-encode the captions of curated data into latent shards "
+        "(LATENTS/dataset.json kind 'latent'); a rerun skips finished shards."))
+    _common(pre)
+    pre.add_argument("--out", required=True, metavar="LATENTS", help="output folder")
+    pre.add_argument("--text-encoder", default=None, metavar="DIR",
+                     help="text encoder folder (default: the config's path, or RUN-style tiny encoder "
+                          "created in LATENTS/text_encoder when the config names none)")
+    pre.set_defaults(_run=run_precompute)
+
+    exp = sub.add_parser("export", help="write a diffusers-format copy of a trained model", description=(
+        "Write the latest checkpoint of RUN (EMA weights when present) as a diffusers "
+        "WanTransformer3DModel folder: config.json + diffusion_pytorch_model.safetensors."))
+    exp.add_argument("--run", required=True, metavar="RUN", help="training run folder")
+    exp.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
+    exp.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
+    exp.set_defaults(_run=run_export)
+    return parser
+
+
+def resolve_layout(nproc: int | None, dp: int | None, cp: int) -> tuple[int, int, int]:
+    """(nproc, dp, cp) after defaults; nproc must equal dp x cp."""
+    if under_torchrun():
+        world = int(os.environ["WORLD_SIZE"])
+        if nproc is not None and nproc != world:
+            raise UserError(f"--nproc {nproc} differs from torchrun's WORLD_SIZE {world}")
+        nproc = world
+    if cp < 1 or (dp is not None and dp < 1) or (nproc is not None and nproc < 1):
+        raise UserError("--nproc, --dp and --cp must be positive")
+    if nproc is None:
+        nproc = (dp or 1) * cp
+    if dp is None:
+        if nproc % cp:
+            raise UserError(f"--nproc {nproc} is not divisible by --cp {cp}")
+        dp = nproc // cp
+    if dp * cp != nproc:
+        raise UserError(f"--nproc {nproc} must equal --dp x --cp = {dp} x {cp} = {dp * cp}")
+    return nproc, dp, cp
+
+
+def _check_data(sources: list[tuple[str, float]]) -> None:
+    for path, _ in sources:
+        if "://" not in path and not Path(path).exists():
+            raise UserError(f"--data {path}: no such file or folder")
+
+
+def run_fit(args) -> int:
+    from diffusion.config import load_config, to_dict
+    from diffusion.fit import FitPlan, fit_rank, prepare_run
+
+    nproc, dp, cp = resolve_layout(args.nproc, args.dp, args.cp)
+    _check_data(args.data)
+    cfg = load_config(args.config, args.overrides)
+    steps = args.steps if args.steps is not None else cfg.train.steps
+    if steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    if args.stop_after is not None and not 1 <= args.stop_after <= steps:
+        raise UserError(f"--stop-after must be between 1 and --steps ({steps}), got {args.stop_after}")
+    cfg.train.steps = steps
+    _check_heads(cfg, cp)
+    plan = FitPlan(run=str(Path(args.out).resolve()), sources=[(p, w) for p, w in args.data], steps=steps,
+                   stop_after=args.stop_after, resume=args.resume, dp=dp, cp=cp)
+    rank0 = not under_torchrun() or int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        prepare_run(cfg, plan)
+    status = launch(fit_rank, nproc, {"cfg_dict": to_dict(cfg), "plan": plan},
+                    verbose_errors=bool(os.environ.get("VFM_DEBUG")))
+    if status == 0 and rank0:
+        last = "stopped at" if args.stop_after is not None and args.stop_after < steps else "finished at"
+        print(f"vfm-train fit: {last} step {args.stop_after or steps}; run in {plan.run}", file=sys.stderr)
+    return status
+
+
+def _check_heads(cfg, cp: int) -> None:
+    if cp > 1 and cfg.train.cp_mode == "ulysses" and cfg.model.num_heads % cp:
+        raise UserError(f"ulysses context parallel needs num_heads ({cfg.model.num_heads}) divisible by "
+                        f"--cp {cp}; use --set train.cp_mode=ring")
+
+
+def run_precompute(args) -> int:
+    from diffusion.config import load_config
+    from diffusion.precompute import precompute
+
+    _check_data(args.data)
+    cfg = load_config(args.config, args.overrides)
+    n = precompute(cfg, [(p, w) for p, w in args.data], Path(args.out), text_encoder_dir=args.text_encoder)
+    print(f"vfm-train precompute: {n} clip(s) encoded into {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_export(args) -> int:
+    from diffusion.export import export_run
+
+    out = export_run(Path(args.run), Path(args.out), prefer_ema=not args.no_ema)
+    print(f"vfm-train export: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from diffusion.config import ConfigError
+
+    try:
+        return int(args._run(args) or 0)
+    except (UserError, ConfigError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"vfm-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vfm-train {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line; VFM_DEBUG=1 shows the traceback
+        if os.environ.get("VFM_DEBUG"):
+            raise
+        print(f"vfm-train {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

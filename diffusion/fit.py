@@ -1,0 +1,272 @@
+"""`vfm-train fit`: the run folder, the training loop on every rank, validation, samples, checkpoints.
+
+RUN/
+  config.yaml        the full ExperimentConfig (a rerun with --resume must match it, --steps aside)
+  run.json           data sources with weights, dp and cp
+  text_encoder/      the tiny random text encoder + tokenizer when the config names no path
+  metrics.jsonl      one JSON object per logged step (step, loss, lr, grad_norm, samples_per_s, ...)
+                     and per validation (step, val_loss)
+  checkpoints/step-NNNNNNN/   DCP checkpoints (diffusion.checkpoint)
+  samples/step-NNNNNNN-K.mp4  sample videos made during training
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from diffusion.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from diffusion.config import ExperimentConfig, from_dict, save_config, to_dict
+from diffusion.launch import UserError
+from diffusion.trainer import Trainer, build_parallel_state
+
+TEXT_ENCODER_DIR = "text_encoder"
+
+
+@dataclass
+class FitPlan:
+    run: str
+    sources: list[tuple[str, float]]
+    steps: int
+    stop_after: int | None
+    resume: bool
+    dp: int
+    cp: int
+
+
+# ---------------------------------------------------------------- run folder (parent process)
+
+def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
+    """Check and create RUN before any rank starts; everything here is a one-line UserError."""
+    run = Path(plan.run)
+    saved_cfg = run / "config.yaml"
+    if plan.resume:
+        if not saved_cfg.is_file():
+            raise UserError(f"--resume: {run} is not a training run (no config.yaml)")
+        if latest_checkpoint(run) is None:
+            raise UserError(f"--resume: {run} has no checkpoint to resume from")
+        import yaml
+
+        saved = yaml.safe_load(saved_cfg.read_text())
+        mine = to_dict(cfg)
+        saved.get("train", {}).pop("steps", None)
+        mine["train"].pop("steps", None)
+        if saved != mine:
+            diff = _first_difference(saved, mine)
+            raise UserError(f"--resume: the config differs from {saved_cfg} at {diff}")
+        step, _ = latest_checkpoint(run)
+        if step >= plan.steps:
+            raise UserError(f"--resume: {run} is already at step {step} >= --steps {plan.steps}")
+        return
+    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+        raise UserError(f"{run} already exists; pass --resume to continue it or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    if cfg.text.path is None:
+        from diffusion.text_encoder import create_tiny_text_encoder
+
+        torch.manual_seed(cfg.train.seed)
+        create_tiny_text_encoder(str(run / TEXT_ENCODER_DIR), dim=cfg.text.dim or cfg.model.text_dim,
+                                 max_length=cfg.text.max_length, seed=cfg.train.seed)
+    save_config(cfg, run / "config.yaml")
+    _atomic_write(run / "run.json", json.dumps(
+        {"data": [[p, w] for p, w in plan.sources], "dp": plan.dp, "cp": plan.cp}, indent=1))
+
+
+def _first_difference(a, b, where=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+    return f"{where} ({a!r} in RUN, {b!r} now)"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def text_encoder_path(run: Path, cfg: ExperimentConfig) -> str:
+    local = Path(run) / TEXT_ENCODER_DIR
+    return str(local) if local.is_dir() else str(cfg.text.path)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the lines of steps <= step (the restored one); later ones are redone by the resumed run."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    _atomic_write(path, "".join(line + "\n" for line in kept))
+
+
+# ---------------------------------------------------------------- conditioning
+
+class Conditioner:
+    """Turn loader batches into latent batches: VAE-encode video, text-encode captions (both frozen)."""
+
+    def __init__(self, cfg: ExperimentConfig, text_encoder_dir: str, device: torch.device):
+        from diffusion.text_encoder import TextEncoder
+        from diffusion.vae import VideoVAE
+
+        self.device = device
+        self.text_encoder = TextEncoder.from_pretrained(text_encoder_dir, cfg.text)
+        self.vae = VideoVAE(cfg.vae)
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text_encoder.encode(list(captions))
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, C, H, W) uint8, or float already in [-1, 1] -> normalised latents (B, c, f, h, w)."""
+        x = video.float() / 127.5 - 1.0 if video.dtype == torch.uint8 else video.float()
+        return self.vae.encode(x.permute(0, 2, 1, 3, 4).contiguous())
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        if "latents" in batch:
+            return {"latents": batch["latents"], "text": batch["text"], "text_mask": batch["text_mask"]}
+        text, mask = self.encode_text(batch["caption"])
+        return {"latents": self.encode_video(batch["video"]), "text": text, "text_mask": mask}
+
+
+# ---------------------------------------------------------------- the loop (every rank)
+
+def _batches(loader):
+    """Endless (epoch, batch) pairs; the loader moves to its next epoch after a full pass."""
+    empty = 0
+    while True:
+        epoch = loader.epoch
+        got = False
+        for batch in loader:
+            got = True
+            yield epoch, batch
+        # a pass can be empty once: a run resumed right at the end of an epoch
+        empty = 0 if got else empty + 1
+        if empty >= 2:
+            raise UserError("the training data gave no batch (too few clips for the batch size and buckets?)")
+
+
+def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> None:
+    from dataload.loader import build_loader
+    from diffusion.dit import VideoDiT
+
+    cfg: ExperimentConfig = from_dict(ExperimentConfig, cfg_dict)
+    run = Path(plan.run)
+    device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    par = build_parallel_state(plan.dp, plan.cp, cfg.train.cp_mode)
+    is_main = rank == 0
+
+    conditioner = Conditioner(cfg, text_encoder_path(run, cfg), device)
+    null_text = conditioner.encode_text([""])
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = VideoDiT(cfg.model)
+    trainer = Trainer(model, cfg.train, cfg.flow, total_steps=plan.steps, par=par, null_text=null_text, device=device)
+
+    loader = build_loader(plan.sources, cfg.data, rank=par.dp_rank, world_size=par.dp_size)
+    val_batches = []
+    if cfg.train.val_every > 0:
+        val_cfg = from_dict(type(cfg.data), {**to_dict(cfg.data), "seed": cfg.data.seed + 7919})
+        val_loader = build_loader(plan.sources, val_cfg, rank=par.dp_rank, world_size=par.dp_size)
+        for _, batch in zip(range(cfg.train.val_batches), _batches(val_loader)):
+            val_batches.append(conditioner(batch[1]))
+
+    start = 0
+    metrics_path = run / "metrics.jsonl"
+    if plan.resume:
+        step, path = latest_checkpoint(run)
+        meta = load_checkpoint(path, model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
+                               scheduler=trainer.scheduler)
+        start = int(meta["step"])
+        if meta.get("loader") is not None:
+            loader.load_state_dict(meta["loader"])
+        if is_main:
+            truncate_metrics(metrics_path, start)
+    if dist.is_initialized():
+        dist.barrier()
+
+    progress = _progress(is_main, start, plan.steps)
+    end = plan.steps if plan.stop_after is None else min(plan.steps, plan.stop_after)
+    stream = _batches(loader)
+    with open(metrics_path, "a") if is_main else _null() as log:
+        for step in range(start, end):
+            epoch, batch = next(stream)
+            metrics = trainer.train_step(step, conditioner(batch))
+            done = step + 1
+            if is_main and (done % cfg.train.log_every == 0 or done == end):
+                metrics["epoch"] = epoch
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+            if val_batches and done % cfg.train.val_every == 0:
+                val = trainer.eval_loss(val_batches)
+                if is_main:
+                    log.write(json.dumps({"step": done, "val_loss": val}) + "\n")
+                    log.flush()
+            if cfg.train.sample_every > 0 and done % cfg.train.sample_every == 0:
+                _write_samples(trainer, conditioner, cfg, run, done, is_main)
+            if done % cfg.train.checkpoint_every == 0 or done == end:
+                save_checkpoint(run, done, model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
+                                scheduler=trainer.scheduler, loader_state=loader.state_dict())
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+    if progress is not None:
+        progress.close()
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(is_main: bool, start: int, total: int):
+    if not is_main or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step")
+
+
+def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentConfig, run: Path, step: int,
+                   is_main: bool) -> None:
+    """Sample the training prompts with the EMA weights (every rank takes part: FSDP and CP are collective)."""
+    from diffusion.generate import sample_latents, write_video
+
+    prompts = cfg.train.sample_prompts or [""]
+    model = trainer.model
+    backup = None
+    if trainer.ema is not None:
+        backup = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainer.ema.copy_to(model)
+    model.eval()
+    try:
+        for k, prompt in enumerate(prompts):
+            latents = sample_latents(model, conditioner.text_encoder, cfg, prompt=prompt, device=trainer.device,
+                                     dtype=trainer.dtype, frames=cfg.train.sample_frames or None)
+            if is_main:
+                video = conditioner.vae.decode(latents.float())
+                out = run / "samples" / f"step-{step:07d}-{k}.mp4"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_video(video[0], out, fps=_fps(cfg))
+    finally:
+        model.train()
+        if backup is not None:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(backup[n])
+
+
+def _fps(cfg: ExperimentConfig) -> float:
+    return float(getattr(cfg.data, "fps", None) or 8.0)
