@@ -39,13 +39,14 @@ def packet_times(path: str, stream_index: int) -> np.ndarray:
     try:
         st = container.streams[stream_index]
         pts = [p.pts for p in container.demux(st) if p.size and p.pts is not None]
-        tb = float(st.time_base)
+        tb = st.time_base
     finally:
         container.close()
     if not pts:
         return np.zeros(0)
-    t = np.sort(np.asarray(pts, dtype=np.int64))
-    return (t - t[0]).astype(np.float64) * tb
+    pts.sort()
+    # exact (integer ticks x rational time base, correctly rounded) so times equal PyAV's frame times
+    return np.asarray([(p - pts[0]) * tb.numerator / tb.denominator for p in pts], dtype=np.float64)
 
 
 class DecordSource:

@@ -1,0 +1,185 @@
+"""VideoReader (PyAV backend): timestamps, frame selection, sizes, rotation, luma, errors."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from dataload.errors import CorruptVideoError, VideoError
+from dataload.reader import VideoReader
+from tests.dataload.test_reader_helpers import cfr_times, frame_index, vfr_times, write
+
+VFR = vfr_times(24, seed=3)
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reader")
+    return {
+        "cfr": write(d / "cfr.mp4", cfr_times(25, 25)),
+        "vfr": write(d / "vfr.mkv", VFR),
+        **{f"rot{r}": write(d / f"rot{r}.mp4", cfr_times(3, 25), rotation=r) for r in (90, 180, 270)},
+        "sar": write(d / "sar.mp4", cfr_times(3, 25), sar=Fraction(4, 3)),
+    }
+
+
+def ids(t: torch.Tensor) -> list[int]:
+    return [frame_index(a) for a in t.numpy()]
+
+
+def nearest(times, grid):
+    times = np.asarray(times)
+    return [int(np.argmin(np.abs(times - g) + 1e-12 * np.arange(times.size))) for g in grid]
+
+
+def test_timestamps_constant_and_variable(vids):
+    with VideoReader(vids["cfr"], backend="pyav") as r:
+        np.testing.assert_allclose(r.timestamps(), cfr_times(25, 25), atol=1e-9)
+    with VideoReader(vids["vfr"], backend="pyav") as r:
+        np.testing.assert_allclose(r.timestamps(), VFR, atol=1e-9)
+        assert r.info.variable_frame_rate
+
+
+def test_read_all_and_ranges(vids):
+    with VideoReader(vids["vfr"], backend="pyav") as r:
+        x = r.read()
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (24, 48, 64, 3)
+        assert ids(x) == list(range(24))
+        t = np.asarray(VFR)
+        want = [i for i in range(24) if 0.3 <= t[i] < 0.9]
+        assert ids(r.read(start_s=0.3, end_s=0.9)) == want
+        got = [(i, round(tt, 3), frame_index(a)) for i, tt, a in r.iter_frames(start_s=0.3, end_s=0.9)]
+        assert got == [(i, VFR[i], i) for i in want]
+
+
+def test_fps_picks_nearest_timestamp(vids):
+    t = VFR
+    with VideoReader(vids["vfr"], backend="pyav") as r:
+        end = r.info.duration_s
+        for fps, start, stop in [(10, None, None), (7, 0.2, 1.0), (40, 0.0, 0.5)]:
+            s = start or 0.0
+            e = stop if stop is not None else end
+            grid = np.arange(s, e - 1e-9, 1 / fps)
+            cand = [i for i in range(len(t)) if s <= t[i] < e]
+            want = [cand[j] for j in nearest([t[i] for i in cand], grid)]
+            assert ids(r.read(fps=fps, start_s=start, end_s=stop)) == want, (fps, start, stop)
+        # num_frames caps an fps read; alone it spreads evenly over the range
+        assert len(r.read(fps=10, num_frames=3)) == 3
+        spread = r.read(num_frames=4, start_s=0.0, end_s=1.0)
+        assert ids(spread) == [nearest(t, [g])[0] for g in (0.0, 0.25, 0.5, 0.75)]
+
+
+def test_indices_any_order_and_out_of_range(vids):
+    with VideoReader(vids["cfr"], backend="pyav") as r:
+        assert ids(r.read(indices=[5, 0, 5, 24])) == [5, 0, 5, 24]
+        with pytest.raises(VideoError, match="out of range"):
+            r.read(indices=[25])
+        with pytest.raises(ValueError):
+            r.read(indices=[1], fps=3)
+
+
+@pytest.mark.parametrize("rot", [90, 180, 270])
+def test_rotation_matches_ffmpeg_autorotate(vids, rot):
+    import imageio_ffmpeg
+
+    path = vids[f"rot{rot}"]
+    with VideoReader(path, backend="pyav") as r:
+        x = r.read().numpy()
+        assert r.info.rotation == rot
+    assert x.shape == (3, 48, 64, 3)
+    assert x[0, :4, :4].min() > 200 and x[0, -4:, -4:].max() < 60  # marker top-left as displayed
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(x.shape)
+    assert np.abs(ref.astype(int) - x).max() <= 2
+
+
+def test_pixel_aspect_and_resize(vids):
+    with VideoReader(vids["sar"], backend="pyav") as r:
+        assert tuple(r.read().shape) == (3, 48, 86, 3)  # 64 x 4/3 = 85.3 -> 86
+        assert tuple(r.read(size=(24, -1)).shape) == (3, 24, 43, 3)
+        assert tuple(r.read(size=(20, 30)).shape) == (3, 20, 30, 3)
+    with VideoReader(vids["rot90"], backend="pyav") as r:
+        small = r.read(size=(12, 16)).numpy()
+        assert small.shape == (3, 12, 16, 3) and small[0, 0, 0].min() > 200
+
+
+def test_luma_matches_rgb_to_y(vids):
+    with VideoReader(vids["vfr"], backend="pyav") as r:
+        rgb = r.read(size=(24, 32)).numpy().astype(np.float64)
+        y = r.read(size=(24, 32), luma=True).numpy().astype(np.float64)
+    assert y.shape == rgb.shape[:3]
+    ref = rgb @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(ref - y).mean() < 2.0 and np.abs(ref - y).max() < 12
+
+
+def test_empty_selection_keeps_shape(vids):
+    with VideoReader(vids["cfr"], backend="pyav") as r:
+        assert tuple(r.read(start_s=50, end_s=60).shape) == (0, 48, 64, 3)
+        assert tuple(r.read(start_s=50, end_s=60, luma=True, size=(10, 12)).shape) == (0, 10, 12)
+
+
+def test_bad_input(tmp_path, vids):
+    with pytest.raises(FileNotFoundError):
+        VideoReader(tmp_path / "missing.mp4")
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        VideoReader(tmp_path / "zero.mp4")
+    (tmp_path / "text.mp4").write_text("hello, not a video\n" * 10)
+    with pytest.raises(VideoError, match="not a readable video"):
+        VideoReader(tmp_path / "text.mp4")
+    with pytest.raises(ValueError, match="backend"):
+        VideoReader(vids["cfr"], backend="nope")
+    with VideoReader(vids["cfr"]) as r, pytest.raises(ValueError):
+        r.read(start_s=2, end_s=1)
+
+
+@pytest.mark.real_videos
+def test_every_real_file(real_videos_dir, ground_truth):
+    expect = {"bikes.mp4": (250, 272, 640), "carphone_pristine.mp4": (120, 144, 192),
+              "nasa_13013.mp4": (390, 270, 480), "flipping_a_pancake.mkv": (310, 240, 426),
+              "test.avi": (164, 240, 320), "fire2.mp4": (25, 720, 1280), "no_duration.webm": (74, 720, 1280),
+              "corrupted.mp4": (49, 720, 1280)}
+    for name, (n, h, w) in expect.items():
+        with VideoReader(real_videos_dir / name, backend="pyav") as r:
+            count = 0
+            for i, _t, y in r.iter_frames(luma=True, size=(-1, 64)):
+                assert i == count and y.shape == (max(1, round(64 * h / w)), 64) and y.dtype == np.uint8
+                count += 1
+            assert count == n, name
+            ts = r.timestamps()
+            assert ts.size == n and ts[0] == 0.0 and np.all(np.diff(ts) > 0), name
+        assert (r.info.height, r.info.width) == (h, w)
+    with VideoReader(real_videos_dir / "flipping_a_pancake.mkv") as r:
+        np.testing.assert_allclose(r.timestamps()[:5], ground_truth["flipping_a_pancake.mkv"]["first_timestamps_s"],
+                                   atol=1e-9)
+        first = r.read(indices=[0, 309])
+        assert tuple(first.shape) == (2, 240, 426, 3)
+    with VideoReader(real_videos_dir / "test.avi") as r:
+        # AVI with packed B-frames: per-packet pts come out of order; times are repaired to display order
+        np.testing.assert_allclose(r.timestamps()[:4], [0.0, 0.04, 0.08, 0.12], atol=1e-9)
+
+
+@pytest.mark.real_videos
+def test_corrupted_strict_and_tolerant(real_videos_dir):
+    path = real_videos_dir / "corrupted.mp4"
+    with VideoReader(path, backend="pyav") as r:
+        x = r.read(size=(18, 32))
+        assert len(x) == 49 and r.decode_errors >= 1
+    with VideoReader(path, backend="pyav", strict=True) as r:
+        with pytest.raises(CorruptVideoError, match="corrupt video data"):
+            r.read(indices=list(range(40)), size=(18, 32))
+    with VideoReader(path, strict=True) as r:
+        assert r.read(indices=list(range(20)), size=(18, 32)).shape[0] == 20  # damage comes later
+
+
+@pytest.mark.real_videos
+def test_truncated_copy(real_videos_dir, tmp_path):
+    data = (real_videos_dir / "fire2.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(VideoError, match="truncated"):
+        VideoReader(tmp_path / "cut.mp4")
