@@ -17,6 +17,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
+def _forward_backward(model, x0, t, text, mask, w):
+    model.zero_grad()
+    x = x0.clone().requires_grad_(True)
+    out = model(x, t, text, mask)
+    loss = (out * w).sum()
+    loss.backward()
+    return out.detach(), loss.detach(), x.grad, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
 def _cp_body(rank: int, world_size: int) -> list[str]:
     import torch.distributed as dist
 
@@ -45,18 +54,10 @@ def _cp_body(rank: int, world_size: int) -> list[str]:
         mask[0, 3:] = False
         w = torch.randn(shape, generator=g, dtype=torch.float64)
 
-        def run():
-            model.zero_grad()
-            x = x0.clone().requires_grad_(True)
-            out = model(x, t, text, mask)
-            loss = (out * w).sum()
-            loss.backward()
-            return out.detach(), loss.detach(), x.grad, {n: p.grad.clone() for n, p in model.named_parameters()}
-
         model.set_context_parallel(None)
-        ref_out, ref_loss, ref_xgrad, ref_grads = run()
+        ref_out, ref_loss, ref_xgrad, ref_grads = _forward_backward(model, x0, t, text, mask, w)
         model.set_context_parallel(ContextParallel(group=dist.group.WORLD, mode=mode))
-        out, loss, xgrad, grads = run()
+        out, loss, xgrad, grads = _forward_backward(model, x0, t, text, mask, w)
         dist.all_reduce(xgrad)
         for p in grads.values():
             dist.all_reduce(p)
@@ -67,10 +68,51 @@ def _cp_body(rank: int, world_size: int) -> list[str]:
         for n, ref in ref_grads.items():
             assert _rel(grads[n], ref) < 1e-10, f"{name}: gradient of {n} differs ({_rel(grads[n], ref):.2e})"
         checked.append(name)
+    checked += _fsdp_cases(cfg)
     return checked
+
+
+def _fsdp_cases(cfg) -> list[str]:
+    """parallelize_dit: FSDP2 over the 2 ranks, as data parallel (one sample each) and as the dp x cp
+    group of a cp=2 layout (same sample, sequence sharded); summed gradients equal one process."""
+    import torch.distributed as dist
+
+    from diffusion.dit import VideoDiT
+    from diffusion.dit.parallelize import parallelize_dit
+    from parallel.attention import ContextParallel
+
+    rank = dist.get_rank()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 3, 2, 6, generator=g, dtype=torch.float64)
+    t = torch.rand(2, generator=g, dtype=torch.float64) * 1000
+    text = torch.randn(2, 5, cfg.text_dim, generator=g, dtype=torch.float64)
+    w = torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    torch.manual_seed(0)
+    ref = VideoDiT(cfg).double()
+    ref_loss = (ref(x, t, text) * w).sum()
+    ref_loss.backward()
+    ref_grads = {n: p.grad for n, p in ref.named_parameters()}
+    names = []
+    for label, cp_mode in (("fsdp dp=2", None), ("fsdp cp=2", "ring")):
+        torch.manual_seed(0)
+        model = VideoDiT(cfg).double()
+        cp = None if cp_mode is None else ContextParallel(group=dist.group.WORLD, mode=cp_mode)
+        parallelize_dit(model, dist.group.WORLD, cp)
+        if cp is None:  # data parallel: this rank's sample is its share of the global loss
+            sl = slice(rank, rank + 1)
+            loss = (model(x[sl], t[sl], text[sl]) * w[sl]).sum()
+        else:  # context parallel: both ranks hold the whole sample; the reduction sums partial grads
+            loss = (model(x, t, text) * w).sum()
+        loss.backward()
+        for n, p in model.named_parameters():
+            full = p.grad.full_tensor()
+            assert _rel(full, ref_grads[n]) < 1e-10, f"{label}: gradient of {n} differs ({_rel(full, ref_grads[n]):.2e})"
+        names.append(label)
+    return names
 
 
 @pytest.mark.distributed
 def test_context_parallel_matches_one_rank():
     results = run_ranks(_cp_body, world_size=2)
-    assert all(len(r) == 4 for r in results)
+    assert all(len(r) == 6 for r in results)
