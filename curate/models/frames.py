@@ -41,59 +41,32 @@ def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def decode_at(path: str, times: Sequence[float], *, max_side: int | None = None) -> list[np.ndarray]:
-    """RGB frames ``(H, W, 3)`` uint8 nearest to each time, in the order asked; decodes the best video stream
-    once, front to back, and stops after the last time. Corrupt frames are skipped (tolerant decoding).
-    Rotation metadata is applied so frames are upright."""
-    import av
+def nearest_indices(frame_times: Sequence[float], times: Sequence[float]) -> np.ndarray:
+    """For each time, the decoded frame whose timestamp is nearest (ties: the earlier frame)."""
+    ft = np.asarray(frame_times, dtype=np.float64)
+    if ft.size == 0:
+        raise ValueError("no decodable frames")
+    t = np.asarray(times, dtype=np.float64)
+    hi = np.clip(np.searchsorted(ft, t, side="left"), 0, ft.size - 1)
+    lo = np.clip(hi - 1, 0, ft.size - 1)
+    return np.where(np.abs(ft[lo] - t) <= np.abs(ft[hi] - t), lo, hi)
 
-    if not times:
+
+def decode_at(path: str, times: Sequence[float], *, max_side: int | None = None,
+              frame_times: Sequence[float] | None = None, size: tuple[int, int] | None = None,
+              backend: str = "pyav") -> list[np.ndarray]:
+    """RGB frames ``(H, W, 3)`` uint8 nearest to each time, in the order asked, through dataload's reader
+    (display orientation, tolerant decoding, the same stream the probe picks). ``frame_times`` (seconds of
+    each decoded frame, as the probe stage records) saves a scan; ``size`` is the display ``(width, height)``
+    when known; frames are scaled so their longer side is at most ``max_side``."""
+    from dataload.reader import VideoReader
+
+    if not len(times):
         return []
-    order = sorted(range(len(times)), key=lambda i: times[i])
-    out: list[np.ndarray | None] = [None] * len(times)
-    with av.open(path) as container:
-        stream = container.streams.best("video")
-        if stream is None:
-            raise ValueError(f"{path}: no video stream")
-        stream.thread_type = "AUTO"
-        first_pts = None
-        prev = None  # (time, frame) of the last decoded frame
-        k = 0
-
-        def take(frame) -> np.ndarray:
-            w, h = _scaled_size(frame.width, frame.height, max_side)
-            arr = frame.to_ndarray(format="rgb24", width=w, height=h)
-            rot = int(getattr(frame, "rotation", 0) or 0) % 360
-            return np.ascontiguousarray(np.rot90(arr, k=rot // 90)) if rot else arr
-
-        for frame in _tolerant_frames(container, stream):
-            pts = frame.pts if frame.pts is not None else frame.dts
-            if pts is None:
-                continue
-            if first_pts is None:
-                first_pts = pts
-            t = float((pts - first_pts) * stream.time_base)
-            while k < len(order) and times[order[k]] <= t:
-                target = times[order[k]]
-                pick = frame if prev is None or abs(t - target) <= abs(target - prev[0]) else prev[1]
-                out[order[k]] = take(pick)
-                k += 1
-            if k == len(order):
-                break
-            prev = (t, frame)
-        while k < len(order) and prev is not None:  # times past the last frame take the last frame
-            out[order[k]] = take(prev[1])
-            k += 1
-    if any(f is None for f in out):
-        raise ValueError(f"{path}: no decodable frames")
-    return out  # type: ignore[return-value]
-
-
-def _tolerant_frames(container, stream):
-    import av
-
-    for packet in container.demux(stream):
-        try:
-            yield from packet.decode()
-        except av.error.InvalidDataError:
-            continue  # a corrupt packet: skip it, as the tolerant reader does
+    with VideoReader(path, backend=backend) as reader:
+        ft = frame_times if frame_times else reader.timestamps()
+        idx = nearest_indices(ft, times)
+        w, h = size if size else (reader.info.width, reader.info.height)
+        tw, th = _scaled_size(int(w), int(h), max_side)
+        frames = reader.read(indices=idx.tolist(), size=(th, tw)).numpy()
+    return [np.ascontiguousarray(f) for f in frames]

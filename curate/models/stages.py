@@ -36,6 +36,12 @@ def _source_path(task: SourceTask) -> str:
     return task.local_path or task.source
 
 
+def _known(task: SourceTask) -> dict:
+    """What the probe stage already learnt (frame times, display size): saves the reader a scan."""
+    size = (task.width, task.height) if task.width and task.height else None
+    return {"frame_times": task.frame_times or None, "size": size}
+
+
 class ClipScoreStage(Stage):
     """CLIP image embeddings of frames sampled per clip -> ``aesthetic`` (head, mean/min over frames, threshold
     -> ``low_aesthetic``) and ``embedding`` (mean frame embedding, normalised), from one forward pass."""
@@ -72,7 +78,8 @@ class ClipScoreStage(Stage):
             return
         n = self.cfg.clip.frames
         times = [t for c in clips for t in sample_times(c.start_s, c.end_s, fps=0, max_frames=n)]
-        frames = decode_at(_source_path(task), times, max_side=max(256, 2 * _processor_side(self.encoder)))
+        frames = decode_at(_source_path(task), times, max_side=max(256, 2 * _processor_side(self.encoder)),
+                           **_known(task))
         feats = self.encoder.frame_embeddings(frames).view(len(clips), n, -1)
         scores = None
         if self.head is not None:
@@ -134,7 +141,8 @@ class CaptionModelStage(Stage):
             return
         windows = [(c, w) for c in clips for w in clip_windows(c.start_s, c.end_s, v.window_s)]
         per_window = [sample_times(a, b, fps=v.fps, max_frames=v.max_frames) for _, (a, b) in windows]
-        frames = decode_at(_source_path(task), [t for ts in per_window for t in ts], max_side=v.max_side)
+        frames = decode_at(_source_path(task), [t for ts in per_window for t in ts], max_side=v.max_side,
+                           **_known(task))
         sets, k = [], 0
         for ts in per_window:
             sets.append(frames[k:k + len(ts)])
