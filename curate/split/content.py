@@ -1,0 +1,241 @@
+"""The content detector: hard cuts, fades and dissolves from small luma frames, in numpy.
+
+Signals (all on ~64 px wide luma):
+- Each frame is contrast-normalised (zero mean, unit deviation), which removes exposure changes,
+  flashes and the dimming of a fade from the picture comparison.
+- Camera motion is compensated: the global shift between neighbouring frames comes from phase
+  correlation (pans, shake), then every block of the frame may still move a few pixels (zoom,
+  moving objects) and keeps its best match. What is left, averaged over blocks, is the frame
+  difference D: near 0 inside a shot however the camera moves, near 1 across a cut.
+- Hard cut at i: D[i] clears an absolute threshold and the local median of D by a margin, and the
+  frames after it do not return to the frame before it (which is what a flash does).
+- Fade through black: frames that are flat and dark, extended both ways while the contrast keeps
+  falling towards them and rising away from them.
+- Dissolve: a frame that is a linear blend of a frame before it and one after it, whose two ends
+  differ like a cut does, while neither end alone explains it (motion is not a blend).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from curate.split.config import SplitConfig
+
+_BLOCK = 8  # analysis pixels per block side
+
+
+def normalise(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contrast-normalised float32 frames, and each frame's luma mean and std."""
+    y = frames.astype(np.float32)
+    mean = y.mean(axis=(1, 2))
+    std = y.std(axis=(1, 2))
+    z = (y - mean[:, None, None]) / np.maximum(std, 2.0)[:, None, None]
+    return z, mean, std
+
+
+def global_shifts(z: np.ndarray) -> np.ndarray:
+    """(N, 2) content displacement (dx, dy) from frame i-1 to frame i; row 0 is zero."""
+    n, h, w = z.shape
+    out = np.zeros((n, 2), np.float32)
+    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    for i in range(1, n):
+        # phaseCorrelate windows its inputs in place: hand it copies
+        (dx, dy), response = cv2.phaseCorrelate(z[i - 1].copy(), z[i].copy(), win)
+        if response > 0.05 and abs(dx) < w / 3 and abs(dy) < h / 3:
+            out[i] = dx, dy
+    return out
+
+
+def _translate(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    ix, iy = int(round(dx)), int(round(dy))
+    if ix == 0 and iy == 0:
+        return img
+    m = np.float32([[1, 0, ix], [0, 1, iy]])
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def block_diff(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
+    """Per pair (a[k], b[k]) of (P, H, W) frames: the mean over blocks of the smallest mean absolute
+    difference when the block of `a` is matched within +-radius pixels in `b`."""
+    p, h, w = a.shape
+    hb, wb = max(h // _BLOCK, 1), max(w // _BLOCK, 1)
+    bh, bw = h // hb, w // wb
+    hh, ww = hb * bh, wb * bw
+    a = np.ascontiguousarray(a[:, :hh, :ww], dtype=np.float32)
+    bp = np.pad(b, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    best = None
+    diff = np.empty_like(a)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            np.subtract(a, bp[:, radius + dy:radius + dy + hh, radius + dx:radius + dx + ww], out=diff)
+            np.abs(diff, out=diff)
+            # block sums: along rows of each block, then along its columns (contiguous reductions)
+            # block means: an area resize of the frames stacked vertically (blocks never straddle two
+            # frames since hh is a whole number of blocks); far faster than numpy's small-axis reductions
+            d = cv2.resize(diff.reshape(p * hh, ww), (wb, p * hb), interpolation=cv2.INTER_AREA).reshape(p, hb, wb)
+            best = d if best is None else np.minimum(best, d, out=best)
+    return best.mean(axis=(1, 2))
+
+
+def aligned_diff(z: np.ndarray, shifts: np.ndarray, pairs: np.ndarray, radius: int) -> np.ndarray:
+    """block_diff between z[i] and z[j] for each (i, j) in `pairs`, z[j] moved onto z[i] first by
+    the accumulated global shift between them."""
+    if len(pairs) == 0:
+        return np.zeros(0, np.float32)
+    pos = np.cumsum(shifts, axis=0)
+    src = np.stack([_translate(z[j], *(pos[i] - pos[j])) for i, j in pairs])
+    return block_diff(z[pairs[:, 0]], src, radius)
+
+
+def detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
+    """Cuts (first frame of each new shot) and gradual transitions [start, end) of luma frames (N, H, W)."""
+    n = len(frames)
+    if n < 2:
+        return [], []
+    z, mean, std = normalise(frames)
+    shifts = global_shifts(z)
+    idx = np.arange(1, n)
+    d = np.zeros(n, np.float32)  # d[i]: difference between frame i-1 and frame i
+    d[1:] = aligned_diff(z, shifts, np.stack([idx, idx - 1], 1), cfg.search_px)
+
+    fades = _fades(mean, std, cfg)
+    in_fade = np.zeros(n + 1, bool)
+    for s, e in fades:
+        in_fade[max(s - 1, 0):e + 1] = True
+    # a black or flat frame makes the normalised difference meaningless (noise blown up)
+    flat = std < cfg.dark_std
+    hard = _hard_cuts(z, d, shifts, flat, in_fade, cfg)
+    dissolves = _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg)
+    transitions = sorted(fades + dissolves)
+    cuts = sorted(set(hard) | {e for _, e in transitions})
+    return [c for c in cuts if 0 < c < n], transitions
+
+
+def _hard_cuts(z, d, shifts, flat, in_fade, cfg: SplitConfig) -> list[int]:
+    n = len(d)
+    w = cfg.baseline_window
+    cands = []
+    for i in range(1, n):
+        if d[i] < cfg.cut_threshold or in_fade[i] or flat[i] or flat[i - 1]:
+            continue
+        lo, hi = max(1, i - w), min(n, i + w + 1)
+        neigh = np.concatenate([d[lo:max(lo, i - 1)], d[min(hi, i + 2):hi]])
+        base = float(np.median(neigh)) if len(neigh) else 0.0
+        if d[i] < base + cfg.cut_margin:
+            continue
+        if i + 1 < n and d[i + 1] > d[i]:
+            continue  # the next frame changes more: the cut is there (keeps one cut per boundary)
+        cands.append(i)
+    if not cands:
+        return []
+    # A flash (or a one-off glitch) changes the picture and then returns to it: compare the frame
+    # before the candidate with the frames just after it.
+    pairs, owner = [], []
+    for i in cands:
+        for k in range(1, cfg.flash_frames + 1):
+            if i + k < n:
+                pairs.append((i + k, i - 1))
+                owner.append(i)
+    back = aligned_diff(z, shifts, np.array(pairs, int).reshape(-1, 2), cfg.search_px + 1)
+    returns = {i for i, b in zip(owner, back) if b < 0.5 * cfg.cut_threshold}
+    return [i for i in cands if i not in returns]
+
+
+def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[int, int]]:
+    """Fades through black: runs of dark flat frames, widened while contrast falls into them and
+    rises out of them. Only those between two shots count (not a fade-in at the very start)."""
+    n = len(std)
+    ctx = 30
+    ref = np.array([max(std[max(0, i - ctx):i + 1].max(), std[i:i + ctx + 1].max()) for i in range(n)])
+    dark = (mean < cfg.dark_mean) & ((std < cfg.dark_std) | (std < cfg.fade_ratio * ref))
+    out = []
+    i = 0
+    while i < n:
+        if not dark[i]:
+            i += 1
+            continue
+        a = i
+        while i < n and dark[i]:
+            i += 1
+        b = i  # dark run [a, b)
+        s = a
+        while s > 0 and std[s - 1] > std[s] * 1.01 + 0.2:
+            s -= 1
+        e = b - 1
+        while e + 1 < n and std[e + 1] > std[e] * 1.01 + 0.2:
+            e += 1
+        start, end = s + 1, e  # first darkened frame; first frame at full contrast again
+        # between two shots with real contrast (a dark video or a dark shot is not a fade)
+        lit = 2 * cfg.dark_std
+        if end - start >= 2 and start > 0 and end < n and std[start - 1] > lit and std[end] > lit:
+            out.append((start, end))
+        i = max(i, e + 1)
+    return out
+
+
+def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> list[tuple[int, int]]:
+    n = len(frames)
+    # The blend test runs at half the analysis size; it only needs the coarse picture.
+    hh, ww = frames.shape[1] // 2, frames.shape[2] // 2
+    y = np.stack([cv2.resize(f, (ww, hh), interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float32)
+    pos = np.cumsum(shifts, axis=0) / 2
+    hard_cum = np.concatenate([[0], np.cumsum(np.isin(np.arange(n), hard))])
+    fade_cum = np.concatenate([[0], np.cumsum(in_fade[:n])])
+    big = cfg.cut_threshold + cfg.cut_margin
+    hits = []  # (center, half-width)
+    for h in cfg.dissolve_halfwidths:
+        if n <= 2 * h:
+            continue
+        cs = np.arange(h, n - h)
+        # no hard cut or fade inside the window, no cut-sized jump between neighbours
+        ok = (hard_cum[cs + h + 1] - hard_cum[cs - h + 1] == 0) & (fade_cum[cs + h + 1] - fade_cum[cs - h] == 0)
+        ok &= np.lib.stride_tricks.sliding_window_view(d[1:], 2 * h).max(axis=1)[cs - h] < big
+        cs = cs[ok]
+        if len(cs) == 0:
+            continue
+        a_al = np.stack([_translate(y[c - h], *(pos[c] - pos[c - h])) for c in cs])
+        b_al = np.stack([_translate(y[c + h], *(pos[c] - pos[c + h])) for c in cs])
+        m = y[cs]
+        diff = a_al - b_al
+        alpha = ((m - b_al) * diff).sum(axis=(1, 2)) / np.maximum((diff * diff).sum(axis=(1, 2)), 1e-6)
+        alpha_c = np.clip(alpha, 0, 1)[:, None, None]
+        r_blend = np.abs(m - (alpha_c * a_al + (1 - alpha_c) * b_al)).mean(axis=(1, 2))
+        near = np.minimum(np.abs(m - a_al).mean(axis=(1, 2)), np.abs(m - b_al).mean(axis=(1, 2)))
+        ok = (alpha > 0.15) & (alpha < 0.85) & (r_blend < cfg.dissolve_fit * near) & \
+             (near > 0.25 * np.maximum(std[cs], 4.0))
+        cs = cs[ok]
+        if len(cs) == 0:
+            continue
+        # the two ends must be different pictures, not one scene moved (checked last: the costliest)
+        ends = aligned_diff(z, shifts, np.stack([cs + h, cs - h], 1), cfg.search_px)
+        hits += [(int(c), h) for c in cs[ends >= cfg.dissolve_min_change]]
+    if not hits:
+        return []
+    # a dissolve's centre passes at several window sizes; a lone pass is chance
+    votes: dict[int, int] = {}
+    for c, _ in hits:
+        votes[c] = votes.get(c, 0) + 1
+    need = min(2, len(cfg.dissolve_halfwidths))
+    centres = sorted(c for c, v in votes.items() if v >= need)
+    if not centres:
+        return []
+    # group centres that touch; they cover the middle of one dissolve
+    groups, cur = [], [centres[0]]
+    for c in centres[1:]:
+        if c - cur[-1] <= 2:
+            cur.append(c)
+        else:
+            groups.append(cur)
+            cur = [c]
+    groups.append(cur)
+    out = []
+    for g in groups:
+        lo, hi = g[0], g[-1]
+        # the blend test passes on the inner ~80% of a dissolve (alpha between 0.15 and 0.85)
+        pad = int(0.125 * (hi - lo + 1) + 0.5)
+        start, end = max(1, lo - pad), min(n - 1, hi + pad + 1)
+        if end - start >= 2:
+            out.append((start, end))
+    return out

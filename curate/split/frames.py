@@ -1,0 +1,95 @@
+"""Small frames for shot detection, decoded once per video.
+
+The content detector reads ~64 px wide luma, TransNetV2 48x27 RGB. Both come from one PyAV pass
+that follows the reader's conventions (dataload.backends.pyav: same stream choice, same pixel
+conversion, frames numbered as decoded, times from stream timestamps, corrupt packets skipped and
+counted), with one analysis-only shortcut: the H.264/HEVC deblocking filter is skipped, which
+costs nothing visible at 64 px and saves about a third of the decoding time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from dataload.backends.pyav import FrameConverter, choose_stream, open_container, rotation_of
+from dataload.errors import VideoError
+
+
+class _BicubicRGB:
+    """RGB at an exact (h, w) by one swscale bicubic pass, then upright: what `ffmpeg -s WxH -pix_fmt
+    rgb24` (with its default autorotation) gives, which is how TransNetV2 was fed in training."""
+
+    def __init__(self, first: av.VideoFrame, size: tuple[int, int]):
+        self.h, self.w = size
+        self.k = -(rotation_of(first) // 90)
+        # scale in the coded orientation so the rotated result has the requested size
+        self.sw, self.sh = (self.h, self.w) if self.k % 2 else (self.w, self.h)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        arr = frame.reformat(width=self.sw, height=self.sh, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        return np.ascontiguousarray(np.rot90(arr, self.k)) if self.k % 4 else arr
+
+
+@dataclass
+class SmallFrames:
+    frames: np.ndarray  # (N, H, W) uint8 luma or (N, H, W, 3) uint8 RGB
+    times: np.ndarray  # (N,) float64 seconds from the first frame
+    fps: float  # average rate: frames over duration (the last frame lasting a typical interval)
+    decode_errors: int = 0
+
+
+def decode_small(path: str | os.PathLike, *, size: tuple[int, int], luma: bool = True, threads: int = 0,
+                 skip_deblock: bool = True) -> SmallFrames:
+    """Every frame of `path` at `size` = (h, w) (one side -1 keeps the display aspect), luma or RGB."""
+    path = os.fspath(path)
+    container = open_container(path)
+    with container:
+        stream = choose_stream(container, path, None)
+        stream.thread_type = "AUTO"
+        cc = stream.codec_context
+        cc.thread_count = threads
+        if skip_deblock:
+            cc.options = {"skip_loop_filter": "all"}
+        tb = stream.time_base or Fraction(1, 1000)
+        sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
+        sar = Fraction(sar) if sar and sar > 0 else Fraction(1, 1)
+        convert = None
+        out, pts, errors = [], [], 0
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:  # damaged container: keep what decoded
+                errors += 1
+                break
+            try:
+                decoded = packet.decode()
+            except av.error.EOFError:
+                break
+            except av.error.FFmpegError:
+                errors += 1
+                continue
+            for frame in decoded:
+                if convert is None:
+                    convert = (FrameConverter(frame.width, frame.height, sar, rotation_of(frame), size, True)
+                               if luma else _BicubicRGB(frame, size))
+                out.append(convert(frame))
+                pts.append(frame.pts if frame.pts is not None else (pts[-1] + 1 if pts else 0))
+    if not out:
+        raise VideoError(f"{path}: no decodable video frames" + (f" ({errors} decode errors)" if errors else ""))
+    # Pictures come out in display order but packed B-frames can carry unsorted pts: the k-th
+    # picture gets the k-th smallest timestamp.
+    times = np.sort(np.asarray(pts, dtype=np.float64)) * float(tb)
+    times -= times[0]
+    n = len(out)
+    step = float(np.median(np.diff(times))) if n > 1 else 0.0
+    duration = float(times[-1]) + step
+    fps = n / duration if duration > 0 else float(stream.average_rate or 0.0)
+    return SmallFrames(np.stack(out), times, fps, errors)
