@@ -1,0 +1,1 @@
+"""Worked examples of the parallel core (a tiny multimodal LLM)."""
