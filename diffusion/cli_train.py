@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from diffusion.launch import UserError, launch, under_torchrun
+from diffusion.launch import UserError, launch, quiet_progress_unless_tty, under_torchrun
 
 
 def _data_arg(text: str) -> tuple[str, float]:
@@ -157,6 +157,7 @@ def run_export(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_progress_unless_tty()
     from diffusion.config import ConfigError
 
     try:

@@ -67,7 +67,13 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
         raise UserError(f"{run} already exists; pass --resume to continue it or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
-    if cfg.text.path is None:
+    cached = [Path(p) / TEXT_ENCODER_DIR for p, _ in plan.sources if (Path(p) / TEXT_ENCODER_DIR).is_dir()]
+    if cfg.text.path is None and cached:
+        # latents made by `vfm-train precompute` with the tiny encoder: train and generate with that one
+        import shutil
+
+        shutil.copytree(cached[0], run / TEXT_ENCODER_DIR)
+    elif cfg.text.path is None:
         from diffusion.text_encoder import create_tiny_text_encoder
 
         torch.manual_seed(cfg.train.seed)

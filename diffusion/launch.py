@@ -32,6 +32,12 @@ class RankError(RuntimeError):
     """A rank failed with something other than bad input; the message is its one-line summary."""
 
 
+def quiet_progress_unless_tty() -> None:
+    """Progress bars only on a terminal: hub/transformers bars read this variable (children inherit it)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def backend_for_device() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 

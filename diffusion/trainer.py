@@ -106,6 +106,8 @@ def shard_model(model: nn.Module, par: ParallelState) -> nn.Module:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
+            # plain SUM collectives: gloo has no PREMUL_SUM, and a factor of 1 needs no scaling anyway
+            module.set_force_sum_reduction_for_comms(True)
     return model
 
 
