@@ -19,13 +19,6 @@ from dataload.errors import CorruptVideoError, VideoError
 from dataload.loader.config import Bucket
 
 
-def frame_times(container: av.container.InputContainer, stream) -> list[int]:
-    """Sorted presentation timestamps of the stream's frames, from demuxing only (no decode)."""
-    pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
-    pts.sort()
-    return pts
-
-
 def choose_frames(pts: list[int], time_base: float, num_frames: int, fps: float | None,
                   start_fraction: float) -> list[int]:
     """Indices into `pts` of the frames to output (repeats allowed when the clip is shorter than asked)."""
@@ -61,40 +54,45 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
         if not container.streams.video:
             raise VideoError("no video stream")
         stream = container.streams.video[0]
-        try:
-            pts = frame_times(container, stream)
-        except av.FFmpegError as e:
-            raise CorruptVideoError(f"cannot demux: {e}") from None
-        if not pts:
-            raise VideoError("no frames")
-        tb = float(stream.time_base)
-        idx = choose_frames(pts, tb, bucket.num_frames, fps, start_fraction)
-        wanted: dict[int, list[int]] = {}
-        for out_i, j in enumerate(idx):
-            wanted.setdefault(pts[j], []).append(out_i)
-        container.seek(0)
         stream.thread_type = "AUTO"
         if threads > 0:
             stream.thread_count = threads
-        frames: list[np.ndarray | None] = [None] * len(idx)
-        remaining = len(wanted)
-        size = None
+        # One demux pass: the packets' timestamps choose the frames, then the same packets are decoded
+        # (no second read of the container).
         try:
-            for frame in container.decode(stream):
-                outs = wanted.pop(frame.pts, None)
-                if outs is None:
-                    continue
-                if size is None:
-                    size = _cover_size(frame.width, frame.height, bucket)
-                arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
-                for o in outs:
-                    frames[o] = arr
-                remaining -= 1
-                if remaining == 0:
-                    break
-        except av.FFmpegError:
-            pass  # tolerant: keep what decoded; nothing at all raises below
-        # Frames lost to corruption take their nearest decoded neighbour (tolerant decoding).
+            packets = [p for p in container.demux(stream) if p.size > 0]
+        except av.FFmpegError as e:
+            raise CorruptVideoError(f"cannot demux: {e}") from None
+        pts = sorted(p.pts for p in packets if p.pts is not None)
+        if not pts:
+            raise VideoError("no frames")
+        idx = choose_frames(pts, float(stream.time_base), bucket.num_frames, fps, start_fraction)
+        wanted: dict[int, list[int]] = {}
+        for out_i, j in enumerate(idx):
+            wanted.setdefault(pts[j], []).append(out_i)
+        frames: list[np.ndarray | None] = [None] * len(idx)
+        size = None
+
+        def take(frame) -> None:
+            nonlocal size
+            outs = wanted.pop(frame.pts, None)
+            if outs is None:
+                return
+            if size is None:
+                size = _cover_size(frame.width, frame.height, bucket)
+            arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+            for o in outs:
+                frames[o] = arr
+
+        for packet in packets + [None]:  # None flushes the decoder
+            try:
+                for frame in stream.decode(packet):
+                    take(frame)
+            except av.FFmpegError:
+                continue  # tolerant: a corrupt packet loses its frame, the rest still decode
+            if not wanted:
+                break
+        # Frames lost to corruption take their nearest decoded neighbour.
         got = [i for i, f in enumerate(frames) if f is not None]
         if not got:
             raise CorruptVideoError("no frame could be decoded")
