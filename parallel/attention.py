@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from parallel.comm import group_rank, group_size, ring_shift, ring_shift_start, seq_all_to_all
+from parallel.comm import CommStats, group_rank, group_size, ring_shift, ring_shift_start, seq_all_to_all
 from parallel.local_attention import (
     attn_block_backward,
     attn_block_forward,
@@ -45,6 +45,7 @@ class ContextParallel:
     ulysses_group: object | None = None  # usp only
     ring_group: object | None = None  # usp only
     heads_fallback: Literal["ring", "error"] = "ring"  # when heads do not divide the Ulysses degree
+    stats: CommStats | None = None  # counts the bytes this rank sends, when set
 
     def __post_init__(self) -> None:
         if self.mode not in ("ulysses", "ring", "usp"):
@@ -96,14 +97,14 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
                              f"or heads_fallback='ring'")
         mode = "ring"
     if mode == "ring":
-        return ring_attention(q, k, v, cp.group, scale, key_valid, causal)
+        return ring_attention(q, k, v, cp.group, scale, key_valid, causal, cp.stats)
     ug = cp.group if mode == "ulysses" else cp.ulysses_group
-    qh, kh, vh = (seq_all_to_all(t, ug, scatter_dim=2, gather_dim=1) for t in (q, k, v))
+    qh, kh, vh = (seq_all_to_all(t, ug, scatter_dim=2, gather_dim=1, stats=cp.stats) for t in (q, k, v))
     if mode == "ulysses":
         out = local_attention(qh, kh, vh, scale, key_valid, causal)
     else:
-        out = ring_attention(qh, kh, vh, cp.ring_group, scale, key_valid, causal)
-    return seq_all_to_all(out, ug, scatter_dim=1, gather_dim=2)
+        out = ring_attention(qh, kh, vh, cp.ring_group, scale, key_valid, causal, cp.stats)
+    return seq_all_to_all(out, ug, scatter_dim=1, gather_dim=2, stats=cp.stats)
 
 
 def _key_valid(mask, batch: int, total: int, seq_len: int | None, device) -> torch.Tensor | None:
@@ -121,9 +122,10 @@ def _key_valid(mask, batch: int, total: int, seq_len: int | None, device) -> tor
     return valid
 
 
-def ring_attention(q, k, v, group, scale: float, key_valid=None, causal: bool = False) -> torch.Tensor:
+def ring_attention(q, k, v, group, scale: float, key_valid=None, causal: bool = False,
+                   stats: CommStats | None = None) -> torch.Tensor:
     """Ring attention over `group`; key_valid is (B, S_local * P) for the whole ring's keys."""
-    return _RingAttention.apply(q, k, v, group, scale, key_valid, causal)
+    return _RingAttention.apply(q, k, v, group, scale, key_valid, causal, stats)
 
 
 def _ring_block_mask(key_valid, causal, q_len, k_len, q_block, k_block, device):
@@ -137,7 +139,7 @@ def _ring_block_mask(key_valid, causal, q_len, k_len, q_block, k_block, device):
 
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, group, scale, key_valid, causal):
+    def forward(ctx, q, k, v, group, scale, key_valid, causal, stats):
         n, r = group_size(group), group_rank(group)
         b, s, h, _ = q.shape
         out = torch.zeros_like(q)
@@ -145,7 +147,7 @@ class _RingAttention(torch.autograd.Function):
         cur = [k.contiguous(), v.contiguous()]
         for step in range(n):
             src = (r - step) % n
-            pending = ring_shift_start(cur, group) if step < n - 1 else None
+            pending = ring_shift_start(cur, group, stats) if step < n - 1 else None
             if not (causal and src > r):  # a later block is fully masked under causal attention
                 mask = _ring_block_mask(key_valid, causal, s, k.shape[1], r, src, q.device)
                 o_b, l_b = attn_block_forward(q, cur[0], cur[1], scale, mask)
@@ -155,13 +157,13 @@ class _RingAttention(torch.autograd.Function):
                     w.wait()
                 cur = pending[0]
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.group, ctx.scale, ctx.key_valid, ctx.causal = group, scale, key_valid, causal
+        ctx.group, ctx.scale, ctx.key_valid, ctx.causal, ctx.stats = group, scale, key_valid, causal, stats
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        group, scale, key_valid, causal = ctx.group, ctx.scale, ctx.key_valid, ctx.causal
+        group, scale, key_valid, causal, stats = ctx.group, ctx.scale, ctx.key_valid, ctx.causal, ctx.stats
         n, r = group_size(group), group_rank(group)
         dout = dout.contiguous()
         dq = torch.zeros_like(q)
@@ -169,7 +171,7 @@ class _RingAttention(torch.autograd.Function):
         acc = [torch.zeros_like(k), torch.zeros_like(v)]  # dK/dV of the block currently held
         for step in range(n):
             src = (r - step) % n
-            pending = ring_shift_start(cur, group) if step < n - 1 else None
+            pending = ring_shift_start(cur, group, stats) if step < n - 1 else None
             if not (causal and src > r):
                 mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], r, src, q.device)
                 dq_b, dk_b, dv_b = attn_block_backward(q, cur[0], cur[1], out, lse, dout, scale, mask)
@@ -180,5 +182,6 @@ class _RingAttention(torch.autograd.Function):
                 for w in pending[1]:
                     w.wait()
                 cur = pending[0]
-            acc = ring_shift(acc, group)  # the accumulator follows its block; after n shifts it is home
-        return dq, acc[0], acc[1], None, None, None, None
+            if n > 1:  # the accumulator follows its block; after n shifts it is home
+                acc = ring_shift(acc, group, stats)
+        return dq, acc[0], acc[1], None, None, None, None, None

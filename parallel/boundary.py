@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from parallel.comm import CommStats
 from parallel.errors import BoundaryError
 from parallel.layout import BuiltLayout, ParallelLayout, placement
 
@@ -29,11 +30,12 @@ LANE = ("tp", "cp")  # the dims that replicate one data-parallel slot
 _HEADER = 8  # ndim + up to 7 dims
 
 
-def make_boundary(src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype = torch.float32):
+def make_boundary(src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype = torch.float32,
+                  stats: CommStats | None = None):
     """The communicator joining two built layouts (colocated or disjoint, derived from placements)."""
     if placement(src.layout, dst.layout) == "colocated":
-        return ColocatedBoundary(src, dst)
-    return P2PBoundary(src, dst, dtype)
+        return ColocatedBoundary(src, dst, stats)
+    return P2PBoundary(src, dst, dtype, stats)
 
 
 def _ratio(a: int, b: int, what: str) -> int:
@@ -52,10 +54,11 @@ class _ColocatedPlan:
     my_dst: int
     lane_slots: list[int]  # source slot of every rank of this rank's destination lane (group order)
     lane_group: object
+    stats: CommStats | None = None
 
 
 class ColocatedBoundary:
-    def __init__(self, src: BuiltLayout, dst: BuiltLayout):
+    def __init__(self, src: BuiltLayout, dst: BuiltLayout, stats: CommStats | None = None):
         if placement(src.layout, dst.layout) != "colocated":
             raise BoundaryError(f"{src.name!r} and {dst.name!r} are not colocated")
         s, d = src.layout, dst.layout
@@ -78,7 +81,7 @@ class ColocatedBoundary:
         if src.is_member:
             lane_ranks = d.group_ranks(LANE, src.rank)
             self.plan = _ColocatedPlan(kind, k, s.coords(src.rank)["dp"], d.coords(src.rank)["dp"],
-                                       [s.coords(r)["dp"] for r in lane_ranks], dst.group(LANE))
+                                       [s.coords(r)["dp"] for r in lane_ranks], dst.group(LANE), stats)
 
     @property
     def kind(self) -> str:
@@ -104,6 +107,8 @@ class _Colocated(torch.autograd.Function):
             return x.narrow(0, (plan.my_dst % plan.k) * per, per).clone()
         parts = [torch.empty_like(x) for _ in plan.lane_slots]
         dist.all_gather(parts, x.contiguous(), group=plan.lane_group)
+        if plan.stats is not None:  # ring all-gather: this rank's block travels P-1 hops
+            plan.stats.add(x.numel() * x.element_size() * (len(parts) - 1))
         first = {}
         for i, slot in enumerate(plan.lane_slots):  # one copy of each slot, replicas dropped
             first.setdefault(slot, i)
@@ -123,6 +128,9 @@ class _Colocated(torch.autograd.Function):
         # them over the slot's replicas so the module's DP x CP sum counts them once
         g = g.contiguous().clone()
         dist.all_reduce(g, group=plan.lane_group)
+        if plan.stats is not None:  # ring all-reduce volume
+            n = len(plan.lane_slots)
+            plan.stats.add(g.numel() * g.element_size() * 2 * (n - 1) // n)
         idx = sorted(set(plan.lane_slots)).index(plan.my_src)
         replicas = plan.lane_slots.count(plan.my_src)
         return g.narrow(0, idx * ctx.batch, ctx.batch) / replicas, None
@@ -149,12 +157,14 @@ def routes(src: ParallelLayout, dst: ParallelLayout) -> list[Route]:
 class P2PBoundary:
     """Source ranks call `send` then later `recv_grad`; destination ranks call `recv` (autograd-aware)."""
 
-    def __init__(self, src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype = torch.float32):
+    def __init__(self, src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype = torch.float32,
+                 stats: CommStats | None = None):
         if placement(src.layout, dst.layout) != "disjoint":
             raise BoundaryError(f"{src.name!r} and {dst.name!r} are not on disjoint ranks")
         self.src, self.dst, self.dtype = src, dst, dtype
         self.routes = routes(src.layout, dst.layout)
         self.rank = src.rank
+        self.stats = stats
         self._works: list = []  # in-flight sends
         self._keep: list[torch.Tensor] = []  # their buffers, alive until the sends finish
 
@@ -172,6 +182,11 @@ class P2PBoundary:
     def _lane(self, built: BuiltLayout) -> tuple[int, bool]:
         c = built.coords()
         return c["dp"], c["tp"] == 0 and c["cp"] == 0
+
+    def _count(self, *tensors: torch.Tensor) -> None:
+        if self.stats is not None:
+            for t in tensors:
+                self.stats.add(t.numel() * t.element_size())
 
     # ---- forward
     def send(self, x: torch.Tensor, mb: int = 0) -> None:
@@ -192,6 +207,7 @@ class P2PBoundary:
             ops.append(dist.P2POp(dist.isend, header, peer, tag=self._tag(mb, 0, i)))
             ops.append(dist.P2POp(dist.isend, piece, peer, tag=self._tag(mb, 1, i)))
             self._keep += [header, piece]
+            self._count(header, piece)
         if ops:
             self._works += dist.batch_isend_irecv(ops)
 
@@ -217,6 +233,8 @@ class P2PBoundary:
             if not leader:
                 data = torch.empty(_shape(header), dtype=self.dtype)
             dist.broadcast(data, root, group=group)
+            if leader:  # the leader feeds the lane (a tree or ring broadcast sends about this much)
+                self._count(header, data)
         anchor = torch.zeros((), dtype=self.dtype, requires_grad=True)
         return _P2PRecv.apply(anchor, data, self, mb)
 
@@ -227,6 +245,8 @@ class P2PBoundary:
         g = g.to(self.dtype).contiguous().clone()
         if dist.get_world_size(group) > 1:  # partial gradients of the lane's replicas, summed on the leader
             dist.reduce(g, self._dst_leader(lane), group=group)
+            if not leader:
+                self._count(g)
         if not leader:
             return
         mine = sorted([(i, rt) for i, rt in enumerate(self.routes) if rt.dst_lane == lane],
@@ -237,6 +257,7 @@ class P2PBoundary:
             piece = g.narrow(0, j * per, per).contiguous()
             ops.append(dist.P2POp(dist.isend, piece, self._src_leader(rt.src_lane), tag=self._tag(mb, 2, i)))
             self._keep.append(piece)
+            self._count(piece)
         self._works += dist.batch_isend_irecv(ops)
 
     def recv_grad(self, like: torch.Tensor, mb: int = 0) -> torch.Tensor:

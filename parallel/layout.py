@@ -116,16 +116,21 @@ class ParallelLayout:
         if self.rank_offset + self.size > world:
             raise LayoutError(f"layout {self.name!r} needs ranks {self.rank_offset}..{self.rank_offset + self.size - 1}"
                               f" but the world has {world}")
-        from megatron.core.hyper_comm_grid import HyperCommGrid  # heavy import: only when building
-
+        HyperCommGrid = _hyper_comm_grid()
         if isinstance(timeout, (int, float)):
             timeout = datetime.timedelta(seconds=timeout)
         kwargs = {} if timeout is None else {"timeout": timeout}
         grid = HyperCommGrid([self.tp, self.ulysses, self.ring, self.dp], list(_GRID_DIMS),
                              rank_offset=self.rank_offset, backend=backend)
         groups: dict[frozenset[str], dist.ProcessGroup | None] = {}
+        by_members: dict[str, dist.ProcessGroup | None] = {}
         for combo in _all_combos():
-            groups[combo] = grid.create_pg(sorted(combo, key=_GRID_DIMS.index), **kwargs)
+            dims = sorted(combo, key=_GRID_DIMS.index)
+            # combos over degree-1 dims enumerate the same ranks (e.g. tp+cp == cp when tp=1): one group
+            key = repr(grid.get_rank_enum(dims))
+            if key not in by_members:
+                by_members[key] = grid.create_pg(dims, **kwargs)
+            groups[combo] = by_members[key]
         return BuiltLayout(self, dist.get_rank(), groups)
 
 
@@ -168,19 +173,46 @@ class BuiltLayout:
         return self.layout.coords(self.rank)
 
     def context_parallel(self, mode: Literal["ulysses", "ring", "usp"] = "ulysses",
-                         heads_fallback: Literal["ring", "error"] = "ring"):
+                         heads_fallback: Literal["ring", "error"] = "ring", stats=None):
         """The `ContextParallel` handle of this rank's cp group (None when cp == 1 or off the layout)."""
         from parallel.attention import ContextParallel
 
         if not self.is_member or self.layout.cp == 1:
             return None
         if mode == "usp":
-            if self.layout.ulysses in (1, self.layout.cp):
-                raise LayoutError(f"layout {self.name!r}: usp needs 1 < cp_ulysses < cp (cp={self.layout.cp}, "
-                                  f"cp_ulysses={self.layout.cp_ulysses})")
+            if self.layout.cp_ulysses is None:
+                raise LayoutError(f"layout {self.name!r}: usp needs cp_ulysses (the Ulysses degree inside cp)")
             return ContextParallel(self.group("cp"), "usp", ulysses_group=self.group("ulysses"),
-                                   ring_group=self.group("ring"), heads_fallback=heads_fallback)
-        return ContextParallel(self.group("cp"), mode, heads_fallback=heads_fallback)
+                                   ring_group=self.group("ring"), heads_fallback=heads_fallback, stats=stats)
+        return ContextParallel(self.group("cp"), mode, heads_fallback=heads_fallback, stats=stats)
+
+
+def _hyper_comm_grid():
+    """megatron-core's HyperCommGrid, loaded from its own file.
+
+    `import megatron.core.hyper_comm_grid` first runs megatron.core's package __init__ (DDP, optimizer,
+    FSDP: ~5 s of CPU per process), which every spawned rank would pay; the grid module itself needs only
+    numpy, einops and torch.distributed.
+    """
+    import importlib.util
+    import sys
+
+    name = "_vfm_megatron_hyper_comm_grid"
+    if name in sys.modules:
+        return sys.modules[name].HyperCommGrid
+    if "megatron.core.hyper_comm_grid" in sys.modules:  # already imported the ordinary way
+        return sys.modules["megatron.core.hyper_comm_grid"].HyperCommGrid
+    spec = importlib.util.find_spec("megatron")
+    if spec is None or not spec.submodule_search_locations:
+        raise LayoutError("megatron-core is not installed (it provides HyperCommGrid)")
+    import os
+
+    path = os.path.join(list(spec.submodule_search_locations)[0], "core", "hyper_comm_grid.py")
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[name] = module
+    mod_spec.loader.exec_module(module)
+    return module.HyperCommGrid
 
 
 def _expand(dims: DimSpec) -> list[str]:

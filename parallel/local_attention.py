@@ -28,8 +28,26 @@ def _scores(q, k, scale, mask):
     return s
 
 
+# bound on score-matrix elements held at once: long sequences are processed in query chunks
+SCORE_CHUNK = 1 << 22
+
+
+def _query_chunks(q, k):
+    b, sq, h, _ = q.shape
+    step = max(1, SCORE_CHUNK // max(1, b * h * k.shape[1]))
+    return [(i, min(i + step, sq)) for i in range(0, sq, step)]
+
+
+def _rows(mask, i, j):
+    return None if mask is None else (mask if mask.shape[1] == 1 else mask[:, i:j])
+
+
 def attn_block_forward(q, k, v, scale: float, mask=None):
     """One block's partial attention: (out (B,Sq,H,D), lse (B,H,Sq))."""
+    chunks = _query_chunks(q, k)
+    if len(chunks) > 1:
+        parts = [attn_block_forward(q[:, i:j], k, v, scale, _rows(mask, i, j)) for i, j in chunks]
+        return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=2)
     s = _scores(q, k, scale, mask)
     m = s.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all-masked rows stay finite
@@ -51,6 +69,17 @@ def merge(out, lse, out_b, lse_b):
 
 def attn_block_backward(q, k, v, out, lse, dout, scale: float, mask=None):
     """Gradients of one key block given the *final* output and LSE of these queries (flash-style)."""
+    chunks = _query_chunks(q, k)
+    if len(chunks) > 1:
+        dq = torch.empty_like(q)
+        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+        for i, j in chunks:
+            dq_c, dk_c, dv_c = attn_block_backward(q[:, i:j], k, v, out[:, i:j], lse[:, :, i:j], dout[:, i:j],
+                                                   scale, _rows(mask, i, j))
+            dq[:, i:j] = dq_c
+            dk += dk_c
+            dv += dv_c
+        return dq, dk, dv
     s = _scores(q, k, scale, mask)
     safe = torch.where(torch.isfinite(lse), lse, torch.full_like(lse, float("inf")))
     p = torch.exp(s - safe.unsqueeze(-1))  # exact softmax probabilities for this block

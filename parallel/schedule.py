@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from parallel.boundary import ColocatedBoundary, P2PBoundary
+from parallel.comm import CommStats
 from parallel.layout import BuiltLayout
 
 GRAD_DIMS = ("dp", "cp")
@@ -57,8 +58,9 @@ CountFn = Callable[[Any, BuiltLayout], int]
 
 class HeteroSchedule:
     def __init__(self, encoder: Stage, backbone: Stage, boundary: ColocatedBoundary | P2PBoundary,
-                 max_grad_norm: float | None = 1.0, union_group=None):
+                 max_grad_norm: float | None = 1.0, union_group=None, stats: CommStats | None = None):
         self.encoder, self.backbone, self.boundary = encoder, backbone, boundary
+        self.stats = stats  # counts gradient-reduction bytes when set
         self.max_grad_norm = max_grad_norm
         self.union_group = union_group  # None: the default (world) group
 
@@ -113,7 +115,7 @@ class HeteroSchedule:
     def finalize_gradients(self) -> None:
         """Each module sums its gradients over its own (dp, cp) group."""
         for s in self._stages():
-            reduce_gradients(s.model, s.layout.group(GRAD_DIMS))
+            reduce_gradients(s.model, s.layout.group(GRAD_DIMS), self.stats)
 
     def optimizer_step(self, loss_acc: torch.Tensor, n_tokens: int) -> StepResult:
         """Agree on the global norm and on skipping, clip, step every module, zero the gradients."""
@@ -154,13 +156,16 @@ def _share(value: torch.Tensor, holder: bool, group) -> torch.Tensor:
     return out
 
 
-def reduce_gradients(model: nn.Module, group) -> None:
+def reduce_gradients(model: nn.Module, group, stats: CommStats | None = None) -> None:
     """Sum every parameter's gradient over `group` in one flat buffer (missing gradients count as 0)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or dist.get_world_size(group) == 1:
         return
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
     dist.all_reduce(flat, group=group)
+    if stats is not None:  # ring all-reduce volume
+        n = dist.get_world_size(group)
+        stats.add(flat.numel() * flat.element_size() * 2 * (n - 1) // n)
     offset = 0
     for p in params:
         n = p.numel()

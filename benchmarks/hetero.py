@@ -1,0 +1,227 @@
+"""hetero: the tiny multimodal LLM under three layouts on 2 gloo ranks, plus a cost model.
+
+Layouts (same global batch, same models; the vision encoder is heavier than the LM, as in real MLLMs):
+- `homogeneous`: one layout for both modules, DP=2 (encoder and LM on both ranks, pass-through boundary);
+- `colocated-hetero`: encoder DP=2, LM CP=2 (Ulysses) on the same ranks (fan-in boundary);
+- `non-colocated`: encoder on rank 0, LM on rank 1, microbatches pipelined through the P2P boundary.
+Samples/s is measured with the contenders interleaved. The cost model predicts each layout's step time
+from FLOPs and bytes per module per rank (analytic formulas below) and two rates calibrated on this
+machine (single-thread matmul FLOP/s and gloo point-to-point bytes/s); the FLOPs are checked against
+torch's FlopCounterMode on a real step and the bytes against those counted in parallel.comm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks.harness import BenchResult, median
+
+LAYOUTS = ("homogeneous", "colocated-hetero", "non-colocated")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--batch", type=int, default=8, help="global samples per step")
+    parser.add_argument("--microbatches", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=1, help="optimizer steps per timed repeat")
+
+
+# ------------------------------------------------------------------------------------------- cost model
+@dataclass
+class Cost:
+    flops: float  # per rank, one training step (forward + backward)
+    bytes: float  # sent per rank
+    messages: int
+
+
+def module_flops(cfg) -> tuple[float, float]:
+    """Forward matmul FLOPs per sample of (encoder incl. projector, LM) (multiply-add = 2)."""
+    p, de, dl, s = cfg.patches, cfg.d_enc, cfg.d_lm, cfg.seq_len
+    m = cfg.mlp_ratio
+    enc = 2 * p * cfg.patch_dim * de
+    enc += cfg.enc_layers * (2 * p * de * 3 * de + 2 * p * de * de + 2 * 2 * p * de * m * de + 4 * p * p * de)
+    enc += 2 * p * de * dl + 2 * p * dl * dl
+    lm = cfg.lm_layers * (2 * s * dl * 3 * dl + 2 * s * dl * dl + 2 * 2 * s * dl * m * dl + 4 * s * s * dl)
+    lm += 2 * s * dl * cfg.vocab
+    return float(enc), float(lm)
+
+
+def param_count(cfg) -> tuple[int, int]:
+    from parallel.examples.mllm import build_models
+
+    enc, lm = build_models(cfg)
+    return sum(p.numel() for p in enc.parameters()), sum(p.numel() for p in lm.parameters())
+
+
+def predict(cfg, layout: str, batch: int, mbs: int, flop_rate: float, byte_rate: float, latency: float):
+    """Per-rank Cost of one step and the predicted step seconds (training = 3x forward FLOPs)."""
+    fe, fl = module_flops(cfg)
+    pe, pl = param_count(cfg)
+    act = cfg.patches * cfg.d_lm * 4  # one sample's image tokens at the boundary (float32)
+    allreduce = lambda n: n * 4 * 2 * (2 - 1) / 2  # noqa: E731  ring all-reduce on 2 ranks
+    if layout == "homogeneous":
+        cost = Cost(3 * (fe + fl) * batch / 2, allreduce(pe) + allreduce(pl), 2)
+        t = cost.flops / flop_rate + cost.bytes / byte_rate + cost.messages * latency
+        return [cost, cost], t
+    if layout == "colocated-hetero":
+        s, dl = cfg.seq_len, cfg.d_lm
+        uly = 8 * (s // 2 + s % 2) * dl * 4 * (2 - 1) / 2 * cfg.lm_layers * batch  # q,k,v,out + grads
+        gather = act * batch / 2 + act * batch * 2 * (2 - 1) / 2  # all-gather fwd, all-reduce bwd
+        cost = Cost(3 * (fe * batch / 2 + fl * batch / 2), allreduce(pe) + allreduce(pl) + uly + gather,
+                    2 + mbs * (2 + 8 * cfg.lm_layers))
+        t = cost.flops / flop_rate + cost.bytes / byte_rate + cost.messages * latency
+        return [cost, cost], t
+    enc = Cost(3 * fe * batch, act * batch, 2 * mbs)
+    lm = Cost(3 * fl * batch, act * batch, mbs)
+    te = enc.flops / flop_rate + enc.bytes / byte_rate + enc.messages * latency
+    tl = lm.flops / flop_rate + lm.bytes / byte_rate + lm.messages * latency
+    # a two-stage pipeline: the slower stage runs back to back, the faster one fills and drains it
+    t = max(te, tl) + min(te, tl) / mbs
+    return [enc, lm], t
+
+
+def _calibrate(rank):
+    """Single-thread matmul FLOP/s and gloo p2p bytes/s + per-message latency between the two ranks."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    a, b = torch.randn(512, 128), torch.randn(128, 384)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    flop_rate = 20 * 2 * 512 * 128 * 384 / (time.perf_counter() - t0)
+
+    def pingpong(n, reps):
+        x = torch.zeros(n)
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            if rank == 0:
+                dist.send(x, 1)
+                dist.recv(x, 1)
+            else:
+                dist.recv(x, 0)
+                dist.send(x, 0)
+        return (time.perf_counter() - t0) / (2 * reps)
+
+    lat = pingpong(1, 20)
+    big = pingpong(1 << 20, 5)
+    return flop_rate, 4 * (1 << 20) / max(big - lat, 1e-9), lat
+
+
+def _body(rank, world_size, batch, mbs, steps, repeats):
+    import time
+
+    import torch
+    import torch.distributed as dist
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from parallel.boundary import make_boundary
+    from parallel.comm import CommStats
+    from parallel.examples.mllm import bench, build_models, make_batch
+    from parallel.layout import ParallelLayout
+    from parallel.schedule import HeteroSchedule, Stage
+
+    torch.set_num_threads(1)
+    cfg = bench()
+    specs = {"homogeneous": ((2, 1, 0), (2, 1, 0)), "colocated-hetero": ((2, 1, 0), (1, 2, 0)),
+             "non-colocated": ((1, 1, 0), (1, 1, 1))}
+    scheds, stats = {}, {}
+    for name, (e, b) in specs.items():
+        el = ParallelLayout("enc", dp=e[0], cp=e[1], rank_offset=e[2]).build("gloo")
+        ll = ParallelLayout("lm", dp=b[0], cp=b[1], rank_offset=b[2]).build("gloo")
+        stats[name] = CommStats()
+        enc, lm = build_models(cfg, dtype=torch.float32)
+        stages = [Stage(lay, m if lay.is_member else None,
+                        torch.optim.AdamW(m.parameters(), lr=1e-4) if lay.is_member else None)
+                  for lay, m in ((el, enc), (ll, lm))]
+        scheds[name] = HeteroSchedule(stages[0], stages[1], make_boundary(el, ll, torch.float32, stats[name]),
+                                      max_grad_norm=1.0, stats=stats[name])
+    # the LM's CP attention counts its bytes into the same per-layout stats
+    tasks = {name: _CountingTask(cfg, "ring", "ulysses", stats[name]) for name in specs}
+    data = [[make_batch(cfg, batch // mbs, seed=10 * s + m, dtype=torch.float32) for m in range(mbs)]
+            for s in range(steps)]
+
+    def one(name):
+        for step_batches in data:
+            scheds[name].step(step_batches, tasks[name].encode, tasks[name].loss, tasks[name].count_tokens)
+
+    counted = {}
+    for name in specs:  # a counted (and warm-up) step per layout: FLOPs and bytes of one step
+        stats[name].bytes_sent = stats[name].messages = 0
+        with FlopCounterMode(display=False) as fc:
+            scheds[name].step(data[0], tasks[name].encode, tasks[name].loss, tasks[name].count_tokens)
+        counted[name] = {"flops": fc.get_total_flops(), "bytes": stats[name].bytes_sent,
+                         "messages": stats[name].messages}
+    times = {name: [] for name in specs}
+    for _ in range(repeats):
+        for name in specs:
+            dist.barrier()
+            t0 = time.perf_counter()
+            one(name)
+            dist.barrier()
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {"times": times, "counted": counted, "calibration": _calibrate(rank)}
+
+
+class _CountingTask:
+    """MLLMTask whose context-parallel handles count bytes into `stats`."""
+
+    def __init__(self, cfg, enc_mode, lm_mode, stats):
+        from parallel.examples.mllm import MLLMTask
+
+        self.inner = MLLMTask(cfg, enc_mode, lm_mode)
+        self.stats = stats
+
+    def encode(self, model, mb, layout):
+        return self.inner.encode(model, mb, layout)
+
+    def loss(self, model, image_tokens, mb, layout):
+        from parallel.examples.mllm import slot
+
+        part = slot(mb, layout.coords()["dp"], layout.layout.dp)
+        cp = layout.context_parallel(self.inner.lm_mode, stats=self.stats)
+        return model.loss_sum(image_tokens, part["text"], part["text_valid"], cp)
+
+    def count_tokens(self, mb, layout):
+        return self.inner.count_tokens(mb, layout)
+
+
+def run(args) -> BenchResult:
+    from parallel.examples.mllm import bench
+    from tests.helpers.distributed import run_ranks
+
+    repeats = max(1, args.repeats)
+    res = run_ranks(_body, world_size=2, deadline_s=3000,
+                    kwargs={"batch": args.batch, "mbs": args.microbatches, "steps": args.steps, "repeats": repeats})
+    cfg = bench()
+    flop_rate = min(r["calibration"][0] for r in res)
+    byte_rate = min(r["calibration"][1] for r in res)
+    latency = max(r["calibration"][2] for r in res)
+    rows, predicted, measured = [], {}, {}
+    for name in LAYOUTS:
+        t = max(median(r["times"][name]) for r in res)
+        costs, t_pred = predict(cfg, name, args.batch, args.microbatches, flop_rate, byte_rate, latency)
+        predicted[name], measured[name] = t_pred, t
+        for rank, (r, c) in enumerate(zip(res, costs)):
+            cnt = r["counted"][name]
+            rows.append({"layout": name, "rank": rank, "samples/s": args.batch / t if rank == 0 else None,
+                         "step s": t if rank == 0 else None, "predicted s": t_pred if rank == 0 else None,
+                         "model GFLOP": c.flops / 1e9, "counted GFLOP": cnt["flops"] / 1e9,
+                         "model MB": c.bytes / 1e6, "counted MB": cnt["bytes"] / 1e6})
+    best_pred = min(predicted, key=predicted.get)
+    best_meas = min(measured, key=measured.get)
+    ratios = {f"{n} samples/s vs homogeneous": measured["homogeneous"] / measured[n] for n in LAYOUTS[1:]}
+    notes = [f"calibrated: {flop_rate / 1e9:.2f} GFLOP/s per rank (1 thread), {byte_rate / 1e6:.0f} MB/s p2p, "
+             f"{latency * 1e6:.0f} us per message",
+             f"cost model picks {best_pred}; measured winner {best_meas} "
+             f"({'agree' if best_pred == best_meas else 'DISAGREE'})",
+             f"global batch {args.batch} in {args.microbatches} microbatches; medians of {repeats} interleaved "
+             f"repeats; counted GFLOP from torch FlopCounterMode (matmuls only, as the model), counted MB from "
+             f"parallel.comm (gradient all-reduce and all-gather at ring-algorithm volume)"]
+    return BenchResult("hetero", ["layout", "rank", "samples/s", "step s", "predicted s", "model GFLOP",
+                                  "counted GFLOP", "model MB", "counted MB"], rows, ratios, notes,
+                       extra={"predicted_winner": best_pred, "measured_winner": best_meas})
