@@ -13,8 +13,15 @@ def brightness(frames: np.ndarray) -> float:
 
 
 def sharpness(frames: np.ndarray) -> float:
-    """Median over frames of the variance of the Laplacian: high for crisp detail, low for blur."""
-    values = [float(cv2.Laplacian(f, cv2.CV_64F, ksize=3).var()) for f in frames]
+    """Median over frames of the variance of the Laplacian divided by the variance of the picture.
+
+    The plain variance of the Laplacian scales with contrast (a dim but crisp scene would look blurry);
+    dividing by the luma variance cancels contrast and keeps what blur removes: the fine detail. A flat
+    frame scores 0."""
+    values = []
+    for f in frames:
+        f64 = f.astype(np.float64)
+        values.append(float(cv2.Laplacian(f64, cv2.CV_64F, ksize=3).var() / (f64.var() + 1.0)))
     return float(np.median(values))
 
 
@@ -25,7 +32,9 @@ def make_flow():
 
 def motion_and_jitter(triplets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], flow=None
                       ) -> tuple[float, float | None]:
-    """motion: median over sampled frame pairs of the mean flow magnitude (pixels per frame).
+    """motion: median over sampled frame pairs of the 90th percentile of the flow magnitude (pixels per
+    frame): a moving subject on a still background counts (a mean over the frame would drown it), while
+    codec noise and film grain stay well below it.
     jitter: mean over triplets of how much the global (median) motion changes from one frame pair to the
     next; a steady pan or zoom keeps it near 0, camera shake makes it large. None when no triplet has
     three frames."""
@@ -36,7 +45,7 @@ def motion_and_jitter(triplets: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         globals_ = []
         for a, b in zip(trip[:-1], trip[1:]):
             f = flow.calc(a, b, None)
-            mags.append(float(np.linalg.norm(f, axis=2).mean()))
+            mags.append(float(np.percentile(np.linalg.norm(f, axis=2), 90)))
             globals_.append(np.median(f.reshape(-1, 2), axis=0))
         if len(globals_) == 2:
             jitters.append(float(np.linalg.norm(globals_[1] - globals_[0])))

@@ -1,0 +1,80 @@
+"""The local executor with real worker processes: every task once, setup once per worker, bounded
+in-flight work, a failing stage or a dying worker fails only its own source."""
+
+from __future__ import annotations
+
+import os
+
+from curate.executors.local import LocalExecutor
+from curate.stage import Resources, SourceTask, Stage
+
+
+class TagStage(Stage):
+    """Writes which process (and its setup count) handled the task."""
+
+    name = "tag"
+    resources = Resources(cpus=1)
+
+    def __init__(self) -> None:
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.setups += 1
+
+    def process_task(self, task: SourceTask) -> None:
+        if task.source == "raise":
+            raise ValueError("bad\nframe data")
+        if task.source == "die":
+            os._exit(7)
+        task.codec = f"{os.getpid()}:{self.setups}"
+
+
+class DoneStage(Stage):
+    name = "done"
+
+    def process(self, batch):
+        for t in batch:
+            if t.status == "pending":
+                t.status = "done"
+        return batch
+
+
+def _tasks(names, counter):
+    for i, name in enumerate(names):
+        counter["yielded"] += 1
+        yield SourceTask(index=i, source=name, key=str(i))
+
+
+def _run(names, workers=2):
+    counter = {"yielded": 0, "returned": 0, "max_out": 0}
+    results, stages_seen = [], []
+
+    def on_result(task):
+        counter["returned"] += 1
+        counter["max_out"] = max(counter["max_out"], counter["yielded"] - counter["returned"] + 1)
+        results.append(task)
+
+    LocalExecutor(workers=workers).run([TagStage(), DoneStage()], _tasks(names, counter), on_result,
+                                       lambda stage, n: stages_seen.append(stage))
+    return results, counter, stages_seen
+
+
+def test_every_task_once_in_worker_processes():
+    names = [f"v{i}" for i in range(12)] + ["raise", "die", "v12"]
+    results, counter, stages_seen = _run(names)
+    by_source = {t.source: t for t in results}
+    assert len(results) == len(names) == len(by_source)
+    ok = [by_source[n] for n in names if n.startswith("v")]
+    assert all(t.status == "done" for t in ok)
+    pids = {t.codec.split(":")[0] for t in ok}
+    assert str(os.getpid()) not in pids and len(pids) >= 2  # real worker processes (one replaced)
+    assert {t.codec.split(":")[1] for t in ok} == {"1"}  # setup ran once per worker
+    assert by_source["raise"].status == "failed" and by_source["raise"].reason == "tag: bad frame data"
+    assert by_source["die"].status == "failed" and "worker died" in by_source["die"].reason
+    assert counter["max_out"] <= 2  # never more tasks in flight than workers
+    assert stages_seen.count("tag") == len(names) - 1  # the dead worker reported nothing
+
+
+def test_inline_mode_runs_in_this_process():
+    results, _, _ = _run(["a", "b"], workers=0)
+    assert [t.codec.split(":")[0] for t in results] == [str(os.getpid())] * 2
