@@ -98,8 +98,15 @@ class RayExecutor:
 
     def run(self, stages: list[Stage], tasks: Iterable[SourceTask], on_result: Callable[[SourceTask], None],
             on_stage: ProgressFn | None = None) -> None:
+        import itertools
+
         import ray
 
+        it = iter(tasks)
+        first = next(it, None)
+        if first is None:  # nothing to do (a finished run resumed): no cluster, no actors
+            return
+        tasks = itertools.chain([first], it)
         started = self._connect()
         segs = segments(stages)
         gpus_in_cluster = float(ray.cluster_resources().get("GPU", 0))
