@@ -28,9 +28,26 @@ def add_arguments(parser) -> None:
 # ------------------------------------------------------------------------------------------- cost model
 @dataclass
 class Cost:
-    flops: float  # per rank, one training step (forward + backward)
-    bytes: float  # sent per rank
+    """One rank's work in one step: module calls, samples' worth of FLOPs, bytes and messages sent."""
+
+    enc_calls: int
+    enc_samples: float  # full-sample equivalents of encoder work (FLOPs = 3 x forward per sample)
+    lm_calls: int
+    lm_samples: float
+    bytes: float
     messages: int
+    fe: float = 0.0  # forward FLOPs per sample
+    fl: float = 0.0
+
+    @property
+    def flops(self) -> float:
+        return 3 * (self.enc_samples * self.fe + self.lm_samples * self.fl)
+
+    def seconds(self, cal: dict) -> float:
+        """Fixed cost per module call + FLOPs at the module's measured rate + bytes + message latency."""
+        return (self.enc_calls * cal["enc"][0] + 3 * self.enc_samples * self.fe / cal["enc"][1]
+                + self.lm_calls * cal["lm"][0] + 3 * self.lm_samples * self.fl / cal["lm"][1]
+                + self.bytes / cal["byte_rate"] + self.messages * cal["latency"])
 
 
 def module_flops(cfg) -> tuple[float, float]:
@@ -52,47 +69,70 @@ def param_count(cfg) -> tuple[int, int]:
     return sum(p.numel() for p in enc.parameters()), sum(p.numel() for p in lm.parameters())
 
 
-def predict(cfg, layout: str, batch: int, mbs: int, flop_rate: float, byte_rate: float, latency: float):
-    """Per-rank Cost of one step and the predicted step seconds (training = 3x forward FLOPs)."""
+def predict(cfg, layout: str, batch: int, mbs: int, cal: dict):
+    """Per-rank Cost of one step and the predicted step seconds."""
     fe, fl = module_flops(cfg)
     pe, pl = param_count(cfg)
     act = cfg.patches * cfg.d_lm * 4  # one sample's image tokens at the boundary (float32)
     allreduce = lambda n: n * 4 * 2 * (2 - 1) / 2  # noqa: E731  ring all-reduce on 2 ranks
     if layout == "homogeneous":
-        cost = Cost(3 * (fe + fl) * batch / 2, allreduce(pe) + allreduce(pl), 2)
-        t = cost.flops / flop_rate + cost.bytes / byte_rate + cost.messages * latency
-        return [cost, cost], t
-    if layout == "colocated-hetero":
+        cost = Cost(mbs, batch / 2, mbs, batch / 2, allreduce(pe) + allreduce(pl), 2, fe, fl)
+        return [cost, cost], cost.seconds(cal)
+    if layout == "colocated-hetero":  # LM: Ulysses halves heads per rank over the whole microbatch
         s, dl = cfg.seq_len, cfg.d_lm
         uly = 8 * (s // 2 + s % 2) * dl * 4 * (2 - 1) / 2 * cfg.lm_layers * batch  # q,k,v,out + grads
         gather = act * batch / 2 + act * batch * 2 * (2 - 1) / 2  # all-gather fwd, all-reduce bwd
-        cost = Cost(3 * (fe * batch / 2 + fl * batch / 2), allreduce(pe) + allreduce(pl) + uly + gather,
-                    2 + mbs * (2 + 8 * cfg.lm_layers))
-        t = cost.flops / flop_rate + cost.bytes / byte_rate + cost.messages * latency
-        return [cost, cost], t
-    enc = Cost(3 * fe * batch, act * batch, 2 * mbs)
-    lm = Cost(3 * fl * batch, act * batch, mbs)
-    te = enc.flops / flop_rate + enc.bytes / byte_rate + enc.messages * latency
-    tl = lm.flops / flop_rate + lm.bytes / byte_rate + lm.messages * latency
+        cost = Cost(mbs, batch / 2, mbs, batch / 2, allreduce(pe) + allreduce(pl) + uly + gather,
+                    2 + mbs * (2 + 8 * cfg.lm_layers), fe, fl)
+        return [cost, cost], cost.seconds(cal)
+    enc = Cost(mbs, batch, 0, 0, act * batch, 2 * mbs, fe, fl)
+    lm = Cost(0, 0, mbs, batch, act * batch, mbs, fe, fl)
+    te, tl = enc.seconds(cal), lm.seconds(cal)
     # a two-stage pipeline: the slower stage runs back to back, the faster one fills and drains it
-    t = max(te, tl) + min(te, tl) / mbs
-    return [enc, lm], t
+    return [enc, lm], max(te, tl) + min(te, tl) / mbs
 
 
-def _calibrate(rank):
-    """Single-thread matmul FLOP/s and gloo p2p bytes/s + per-message latency between the two ranks."""
+def _module_rates(cfg) -> dict[str, tuple[float, float]]:
+    """Per module: (fixed seconds per fwd+bwd call, training FLOP/s) from timing 1 and 4 samples."""
+    import time
+
+    import torch
+
+    from parallel.examples.mllm import build_models, make_batch
+
+    enc, lm = build_models(cfg, dtype=torch.float32)
+    fe, fl = module_flops(cfg)
+    out = {}
+    for key, f in (("enc", fe), ("lm", fl)):
+        t = {}
+        for n in (1, 4):
+            mb = make_batch(cfg, n, seed=0, dtype=torch.float32)
+            img = enc(mb["patches"]).detach()
+
+            def fn(mb=mb, img=img, key=key):
+                if key == "enc":
+                    enc(mb["patches"]).sum().backward()
+                else:
+                    lm.loss_sum(img, mb["text"], mb["text_valid"]).backward()
+
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                fn()
+            t[n] = (time.perf_counter() - t0) / 3
+        per_sample = max((t[4] - t[1]) / 3, 1e-9)
+        out[key] = (max(t[1] - per_sample, 0.0), 3 * f / per_sample)
+    return out
+
+
+def _calibrate(rank, cfg):
+    """Per-module FLOP/s on one rank, gloo p2p bytes/s and per-message latency between the two ranks."""
     import time
 
     import torch
     import torch.distributed as dist
 
-    a, b = torch.randn(512, 128), torch.randn(128, 384)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(20):
-        a @ b
-    flop_rate = 20 * 2 * 512 * 128 * 384 / (time.perf_counter() - t0)
+    rates = _module_rates(cfg)
 
     def pingpong(n, reps):
         x = torch.zeros(n)
@@ -109,7 +149,7 @@ def _calibrate(rank):
 
     lat = pingpong(1, 20)
     big = pingpong(1 << 20, 5)
-    return flop_rate, 4 * (1 << 20) / max(big - lat, 1e-9), lat
+    return rates, 4 * (1 << 20) / max(big - lat, 1e-9), lat
 
 
 def _body(rank, world_size, batch, mbs, steps, repeats):
@@ -164,7 +204,7 @@ def _body(rank, world_size, batch, mbs, steps, repeats):
             one(name)
             dist.barrier()
             times[name].append((time.perf_counter() - t0) / steps)
-    return {"times": times, "counted": counted, "calibration": _calibrate(rank)}
+    return {"times": times, "counted": counted, "calibration": _calibrate(rank, cfg)}
 
 
 class _CountingTask:
@@ -198,13 +238,14 @@ def run(args) -> BenchResult:
     res = run_ranks(_body, world_size=2, deadline_s=3000,
                     kwargs={"batch": args.batch, "mbs": args.microbatches, "steps": args.steps, "repeats": repeats})
     cfg = bench()
-    flop_rate = min(r["calibration"][0] for r in res)
-    byte_rate = min(r["calibration"][1] for r in res)
-    latency = max(r["calibration"][2] for r in res)
+    cal = {k: (max(r["calibration"][0][k][0] for r in res), min(r["calibration"][0][k][1] for r in res))
+           for k in ("enc", "lm")}
+    cal["byte_rate"] = min(r["calibration"][1] for r in res)
+    cal["latency"] = max(r["calibration"][2] for r in res)
     rows, predicted, measured = [], {}, {}
     for name in LAYOUTS:
         t = max(median(r["times"][name]) for r in res)
-        costs, t_pred = predict(cfg, name, args.batch, args.microbatches, flop_rate, byte_rate, latency)
+        costs, t_pred = predict(cfg, name, args.batch, args.microbatches, cal)
         predicted[name], measured[name] = t_pred, t
         for rank, (r, c) in enumerate(zip(res, costs)):
             cnt = r["counted"][name]
@@ -215,13 +256,16 @@ def run(args) -> BenchResult:
     best_pred = min(predicted, key=predicted.get)
     best_meas = min(measured, key=measured.get)
     ratios = {f"{n} samples/s vs homogeneous": measured["homogeneous"] / measured[n] for n in LAYOUTS[1:]}
-    notes = [f"calibrated: {flop_rate / 1e9:.2f} GFLOP/s per rank (1 thread), {byte_rate / 1e6:.0f} MB/s p2p, "
-             f"{latency * 1e6:.0f} us per message",
+    notes = [f"calibrated on this machine (1 thread): encoder {cal['enc'][1] / 1e9:.2f} GFLOP/s + "
+             f"{cal['enc'][0] * 1e3:.1f} ms per call, LM {cal['lm'][1] / 1e9:.2f} GFLOP/s + "
+             f"{cal['lm'][0] * 1e3:.1f} ms per call, {cal['byte_rate'] / 1e6:.0f} MB/s p2p, "
+             f"{cal['latency'] * 1e6:.0f} us per message",
              f"cost model picks {best_pred}; measured winner {best_meas} "
              f"({'agree' if best_pred == best_meas else 'DISAGREE'})",
              f"global batch {args.batch} in {args.microbatches} microbatches; medians of {repeats} interleaved "
-             f"repeats; counted GFLOP from torch FlopCounterMode (matmuls only, as the model), counted MB from "
-             f"parallel.comm (gradient all-reduce and all-gather at ring-algorithm volume)"]
+             f"repeats; counted GFLOP from torch FlopCounterMode (matmuls; it does not count the encoder's fused CPU "
+             f"SDPA, which the model does), counted MB from parallel.comm (all-reduce/all-gather at ring volume)",
+             "prediction error: " + ", ".join(f"{n} {predicted[n] / measured[n]:.2f}x" for n in LAYOUTS)]
     return BenchResult("hetero", ["layout", "rank", "samples/s", "step s", "predicted s", "model GFLOP",
                                   "counted GFLOP", "model MB", "counted MB"], rows, ratios, notes,
                        extra={"predicted_winner": best_pred, "measured_winner": best_meas})
