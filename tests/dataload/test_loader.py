@@ -62,7 +62,8 @@ def test_partition_every_sample_once_when_divisible(even, world):
     seen = []
     counts = set()
     for rank in range(world):
-        for nw in ([0, 1, 2] if rank == 0 else [0]):  # the worker count never changes a rank's batches
+        # 0-2 workers on the first and last rank: the worker count never changes a rank's batches
+        for nw in ([0, 1, 2] if rank in (0, world - 1) else [0]):
             plan, batches = _run(path, _cfg(buckets=[(32, 32)], num_workers=nw), rank, world)
             got = [_keys(b) for b in batches]
             assert got == plan, (rank, nw)
@@ -290,3 +291,25 @@ def test_decode_matches_plain_pyav(clips):  # noqa: F811
     # fps 5 on a 10 fps clip takes every other frame
     got = decode_clip(data, Bucket(3, meta["height"], meta["width"]), 5.0, 0.0)
     assert np.array_equal(got.permute(0, 2, 3, 1).numpy(), np.stack([ref[0], ref[2], ref[4]]))
+
+
+def test_fsspec_urls_and_shards_folder(even):
+    path, keys = even
+    cfg = _cfg(buckets=[(32, 32)])
+    want = _plan_keys(build_loader([path], cfg))
+    for src in (f"file://{path}", f"{path}/shards", f"file://{path}/shards"):
+        loader = build_loader([src], cfg)
+        assert loader.kind == "curated"
+        assert _plan_keys(loader) == want
+    got = [_keys(b) for b in build_loader([f"file://{path}"], cfg)]
+    assert got == want
+
+
+def test_bad_sources_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset not found"):
+        build_loader([str(tmp_path / "missing")], _cfg())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no shards"):
+        build_loader([str(tmp_path / "empty")], _cfg())
+    with pytest.raises(ValueError, match="bucket"):
+        LoaderConfig(buckets=[(1, 2, 3, 4)])
