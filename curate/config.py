@@ -116,6 +116,12 @@ class _StandInSplitConfig:  # TEMPORARY until curate.split (helper B1) lands; th
     max_clip_s: float = 4.0
 
 
+def _models_default() -> Any:
+    from curate.models.config import ModelsConfig  # model stages and dedup (all off by default)
+
+    return ModelsConfig()
+
+
 def _split_default() -> Any:
     try:
         from curate.split import SplitConfig
@@ -133,6 +139,7 @@ class CurateConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    models: Any = field(default_factory=_models_default)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
