@@ -109,13 +109,6 @@ class WriteConfig:
     max_clips_per_shard: int = 100
 
 
-@dataclass
-class _StandInSplitConfig:  # TEMPORARY until curate.split (helper B1) lands; then deleted
-    splitter: str = "fixed"
-    min_clip_s: float = 1.0
-    max_clip_s: float = 4.0
-
-
 def _models_default() -> Any:
     from curate.models.config import ModelsConfig  # model stages and dedup (all off by default)
 
@@ -123,10 +116,8 @@ def _models_default() -> Any:
 
 
 def _split_default() -> Any:
-    try:
-        from curate.split import SplitConfig
-    except ImportError:
-        return _StandInSplitConfig()
+    from curate.split import SplitConfig
+
     return SplitConfig()
 
 

@@ -25,10 +25,8 @@ class SplitStage(Stage):
         self.config = config
 
     def process_task(self, task: SourceTask) -> None:
-        try:
-            from curate.split import detect_scenes, plan_clips
-        except ImportError:  # TEMPORARY stand-in until curate.split lands
-            detect_scenes, plan_clips = _standin_detect, _standin_plan
+        from curate.split import detect_scenes, plan_clips
+
         result = detect_scenes(task.local_path, self.config)
         times = task.frame_times
         if result.num_frames != len(times):
@@ -51,17 +49,3 @@ class SplitStage(Stage):
             ))
         task.clips = clips
 
-
-def _standin_detect(path, cfg):  # TEMPORARY
-    from types import SimpleNamespace
-
-    from dataload.reader import VideoReader
-
-    with VideoReader(path) as r:
-        t = r.timestamps()
-        return SimpleNamespace(num_frames=len(t), fps=r.info.fps, frame_times=t)
-
-
-def _standin_plan(res, cfg):  # TEMPORARY
-    step = max(1, int(round(cfg.max_clip_s * res.fps)))
-    return [(s, min(s + step, res.num_frames)) for s in range(0, res.num_frames, step)]
