@@ -29,6 +29,9 @@ from parallel.local_attention import (
     attn_block_backward,
     attn_block_forward,
     block_mask,
+    fused_backward,
+    fused_forward,
+    fused_ok,
     local_attention,
     merge,
 )
@@ -128,6 +131,21 @@ def ring_attention(q, k, v, group, scale: float, key_valid=None, causal: bool = 
     return _RingAttention.apply(q, k, v, group, scale, key_valid, causal, stats)
 
 
+def _block_fwd(q, k, v, scale, key_valid, causal, q_block, k_block):
+    """One ring block: the fused kernel when nothing but (diagonal) causality masks it."""
+    if key_valid is None and fused_ok(q) and q.shape[1] == k.shape[1]:
+        return fused_forward(q, k, v, scale, causal and q_block == k_block)
+    mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device)
+    return attn_block_forward(q, k, v, scale, mask)
+
+
+def _block_bwd(q, k, v, out, lse, dout, scale, key_valid, causal, q_block, k_block):
+    if key_valid is None and fused_ok(q) and q.shape[1] == k.shape[1]:
+        return fused_backward(q, k, v, out, lse, dout, scale, causal and q_block == k_block)
+    mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device)
+    return attn_block_backward(q, k, v, out, lse, dout, scale, mask)
+
+
 def _ring_block_mask(key_valid, causal, q_len, k_len, q_block, k_block, device):
     kv = None if key_valid is None else key_valid[:, k_block * k_len:(k_block + 1) * k_len]
     q_pos = k_pos = None
@@ -149,8 +167,7 @@ class _RingAttention(torch.autograd.Function):
             src = (r - step) % n
             pending = ring_shift_start(cur, group, stats) if step < n - 1 else None
             if not (causal and src > r):  # a later block is fully masked under causal attention
-                mask = _ring_block_mask(key_valid, causal, s, k.shape[1], r, src, q.device)
-                o_b, l_b = attn_block_forward(q, cur[0], cur[1], scale, mask)
+                o_b, l_b = _block_fwd(q, cur[0], cur[1], scale, key_valid, causal, r, src)
                 out, lse = merge(out, lse, o_b, l_b)
             if pending is not None:
                 for w in pending[1]:
@@ -173,8 +190,7 @@ class _RingAttention(torch.autograd.Function):
             src = (r - step) % n
             pending = ring_shift_start(cur, group, stats) if step < n - 1 else None
             if not (causal and src > r):
-                mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], r, src, q.device)
-                dq_b, dk_b, dv_b = attn_block_backward(q, cur[0], cur[1], out, lse, dout, scale, mask)
+                dq_b, dk_b, dv_b = _block_bwd(q, cur[0], cur[1], out, lse, dout, scale, key_valid, causal, r, src)
                 dq += dq_b
                 acc[0] = acc[0] + dk_b
                 acc[1] = acc[1] + dv_b

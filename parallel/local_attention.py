@@ -21,6 +21,25 @@ def block_mask(key_valid: torch.Tensor | None, q_pos: torch.Tensor | None, k_pos
     return m
 
 
+def fused_ok(q: torch.Tensor) -> bool:
+    """Whether torch's fused CPU flash kernel (which also returns the LSE) can run this block."""
+    return q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+
+
+def fused_forward(q, k, v, scale: float, causal: bool = False):
+    """Unmasked (or square-causal) block through the fused kernel: same (out, lse) as the math below."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, causal, attn_mask=None, scale=scale)
+    return out.transpose(1, 2), lse
+
+
+def fused_backward(q, k, v, out, lse, dout, scale: float, causal: bool = False):
+    t = lambda x: x.transpose(1, 2)  # noqa: E731
+    dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        t(dout).contiguous(), t(q), t(k), t(v), t(out), lse.contiguous(), 0.0, causal, attn_mask=None, scale=scale)
+    return t(dq), t(dk), t(dv)
+
+
 def _scores(q, k, scale, mask):
     s = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
     if mask is not None:
@@ -93,26 +112,37 @@ def attn_block_backward(q, k, v, out, lse, dout, scale: float, mask=None):
 
 
 class LocalAttention(torch.autograd.Function):
-    """Attention over full keys with the block math above (used for Ulysses and as the reference)."""
+    """Attention over full keys with the block math above (used for Ulysses and as the reference).
+
+    `fused_causal` is None for the own-math path (any mask) or the causal flag for the fused kernel.
+    """
 
     @staticmethod
-    def forward(ctx, q, k, v, scale, mask):
-        out, lse = attn_block_forward(q, k, v, scale, mask)
+    def forward(ctx, q, k, v, scale, mask, fused_causal):
+        if fused_causal is None:
+            out, lse = attn_block_forward(q, k, v, scale, mask)
+        else:
+            out, lse = fused_forward(q, k, v, scale, fused_causal)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.scale, ctx.mask = scale, mask
+        ctx.scale, ctx.mask, ctx.fused_causal = scale, mask, fused_causal
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = attn_block_backward(q, k, v, out, lse, dout.contiguous(), ctx.scale, ctx.mask)
-        return dq, dk, dv, None, None
+        if ctx.fused_causal is None:
+            dq, dk, dv = attn_block_backward(q, k, v, out, lse, dout.contiguous(), ctx.scale, ctx.mask)
+        else:
+            dq, dk, dv = fused_backward(q, k, v, out, lse, dout, ctx.scale, ctx.fused_causal)
+        return dq, dk, dv, None, None, None
 
 
 def local_attention(q, k, v, scale: float, key_valid=None, causal: bool = False, q_offset: int = 0):
     """Attention of q over all of k/v; `q_offset` is q's first global position (causal only)."""
+    if key_valid is None and fused_ok(q) and (not causal or (q_offset == 0 and q.shape[1] == k.shape[1])):
+        return LocalAttention.apply(q, k, v, scale, None, causal)
     q_pos = k_pos = None
     if causal:
         q_pos = torch.arange(q.shape[1], device=q.device) + q_offset
         k_pos = torch.arange(k.shape[1], device=q.device)
-    return LocalAttention.apply(q, k, v, scale, block_mask(key_valid, q_pos, k_pos, causal))
+    return LocalAttention.apply(q, k, v, scale, block_mask(key_valid, q_pos, k_pos, causal), None)
