@@ -211,7 +211,11 @@ def _hyper_comm_grid():
     mod_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(mod_spec)
     sys.modules[name] = module
-    mod_spec.loader.exec_module(module)
+    import warnings
+
+    with warnings.catch_warnings():  # it warns that absl is missing and falls back to logging: fine
+        warnings.simplefilter("ignore")
+        mod_spec.loader.exec_module(module)
     return module.HyperCommGrid
 
 

@@ -113,18 +113,21 @@ def hetero_body(rank, world_size, cases):
         if bad:
             raise AssertionError(f"case {name!r}: {bad[:6]}")
         report.append((name, max((err for _, err in errs), default=0.0), len(errs)))
-    return report
+    return {"cases": report, "skip": check_nonfinite_skip(rank)}
 
 
 def test_boundaries_and_schedules_match_reference():
-    results = run_ranks(hetero_body, world_size=4, kwargs={"cases": CASES}, deadline_s=170)
+    results = run_ranks(hetero_body, world_size=4, kwargs={"cases": CASES}, deadline_s=420)
     for rank_report in results:
-        assert [r[0] for r in rank_report] == [c[0] for c in CASES]
-        assert all(r[1] < 1e-10 for r in rank_report)
+        assert [r[0] for r in rank_report["cases"]] == [c[0] for c in CASES]
+        assert all(r[1] < 1e-10 for r in rank_report["cases"])
+    # the encoder (rank 0) had NaN gradients: it and the LM (rank 1) both skipped, weights untouched;
+    # ranks 2-3 hold neither module and still agreed
+    assert [r["skip"] for r in results] == [(True, True), (True, True), (True, None), (True, None)]
 
 
-def skip_body(rank, world_size):
-    """A NaN gradient in the encoder makes the LM rank skip the step too (they agree)."""
+def check_nonfinite_skip(rank):
+    """A NaN gradient in the encoder makes the LM skip the step too (they agree on it)."""
     from parallel.boundary import make_boundary
     from parallel.examples.mllm import MLLMTask, build_models, make_batch, tiny
     from parallel.layout import ParallelLayout
@@ -134,18 +137,13 @@ def skip_body(rank, world_size):
     enc_l = ParallelLayout("enc", dp=1).build("gloo")
     lm_l = ParallelLayout("lm", dp=1, rank_offset=1).build("gloo")
     enc, lm = build_models(cfg)
-    if rank == 0:  # poisons the encoder's gradients only; the LM's stay finite
-        enc.pos.register_hook(lambda g: g * float("nan"))
-    before = {k: v.clone() for k, v in (enc if rank == 0 else lm).state_dict().items()}
-    stages = [Stage(enc_l, enc if rank == 0 else None, torch.optim.AdamW(enc.parameters()) if rank == 0 else None),
-              Stage(lm_l, lm if rank == 1 else None, torch.optim.AdamW(lm.parameters()) if rank == 1 else None)]
+    enc.pos.register_hook(lambda g: g * float("nan"))  # poisons the encoder's gradients only
+    mine = enc if rank == 0 else lm if rank == 1 else None
+    before = None if mine is None else {k: v.clone() for k, v in mine.state_dict().items()}
+    stages = [Stage(lay, m if lay.is_member else None, torch.optim.AdamW(m.parameters()) if lay.is_member else None)
+              for lay, m in ((enc_l, enc), (lm_l, lm))]
     sched = HeteroSchedule(stages[0], stages[1], make_boundary(enc_l, lm_l, torch.float64), max_grad_norm=1.0)
     task = MLLMTask(cfg)
     res = sched.step([make_batch(cfg, 2, seed=1)], task.encode, task.loss, task.count_tokens)
-    after = (enc if rank == 0 else lm).state_dict()
-    unchanged = all(torch.equal(before[k], after[k]) for k in before)
+    unchanged = None if mine is None else all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
     return res.skipped, unchanged
-
-
-def test_nonfinite_gradient_skips_every_module():
-    assert run_ranks(skip_body, world_size=2) == [(True, True), (True, True)]
