@@ -77,6 +77,12 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"cp_attention expects (B, S, H, D) tensors, got {tuple(q.shape)}, {tuple(k.shape)}")
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[2:]:
+        raise ValueError(f"cp_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} must agree in "
+                         f"batch, heads and head_dim")
+    if not kv_replicated and k.shape[1] != q.shape[1]:
+        raise ValueError(f"cp_attention: sharded k/v hold {k.shape[1]} tokens but q holds {q.shape[1]}; "
+                         f"pass kv_replicated=True for full (cross-attention) keys")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n = 1 if cp is None else cp.size
     rank = 0 if cp is None else cp.rank
@@ -103,7 +109,7 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
         return ring_attention(q, k, v, cp.group, scale, key_valid, causal, cp.stats)
     ug = cp.group if mode == "ulysses" else cp.ulysses_group
     qh, kh, vh = (seq_all_to_all(t, ug, scatter_dim=2, gather_dim=1, stats=cp.stats) for t in (q, k, v))
-    if mode == "ulysses":
+    if mode == "ulysses" or group_size(cp.ring_group) == 1:  # a ring of one is plain local attention
         out = local_attention(qh, kh, vh, scale, key_valid, causal)
     else:
         out = ring_attention(qh, kh, vh, cp.ring_group, scale, key_valid, causal, cp.stats)
