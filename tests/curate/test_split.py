@@ -1,0 +1,128 @@
+"""Shot splitting: the content detector on the frozen synthetic set and real videos, clip planning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.split import match
+from benchmarks.split_data import make_synthetic_set
+from curate.split import (
+    SceneDetector,
+    SceneResult,
+    SplitConfig,
+    detect_scenes,
+    fixed_cuts,
+    plan_clips,
+    scenes_from_cuts,
+)
+from dataload.synthetic import Shot, Transition, make_video
+
+
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("split_set")
+    items = make_synthetic_set(folder)
+    det = SceneDetector(SplitConfig(splitter="content"))
+    return [(path, truth, det(path)) for path, truth in items]
+
+
+def test_content_detector_quality_on_synthetic_set(synth_set):
+    tp = fp = fn = hard_found = hard_total = 0
+    for path, truth, res in synth_set:
+        assert res.num_frames == truth.num_frames
+        np.testing.assert_allclose(res.frame_times, truth.frame_times, atol=1e-6)
+        got = match(res.cuts, truth.boundaries)
+        t = sum(g is not None for g in got)
+        tp, fp, fn = tp + t, fp + len(res.cuts) - t, fn + len(truth.cuts) - t
+        hard_found += sum(g is not None for g, k in zip(got, truth.kinds) if k == "cut")
+        hard_total += truth.kinds.count("cut")
+        # flashes are never cuts
+        for f in truth.flashes:
+            assert not any(abs(c - f) <= 1 for c in res.cuts if not any(s - 2 <= c <= e + 2
+                                                                       for s, e in truth.boundaries)), path
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    assert f1 >= 0.95, (tp, fp, fn)
+    assert hard_found == hard_total
+    assert fp <= 1
+
+
+def test_fades_and_dissolves_reported_as_transitions(synth_set):
+    for path, truth, res in synth_set:
+        if path.stem not in ("synth_fades", "synth_dissolves"):
+            continue
+        assert len(res.transitions) == len(truth.transitions)
+        for (ps, pe), (ts, te) in zip(res.transitions, truth.transitions):
+            assert abs(ps - ts) <= 2 and abs(pe - te) <= 2
+            assert pe in res.cuts
+
+
+@pytest.mark.parametrize("trim", [0, 3])
+def test_planned_clips_avoid_detected_transitions_and_keep_margin(synth_set, trim):
+    cfg = SplitConfig(splitter="content", min_clip_s=0.4, max_clip_s=1.0, trim_frames=trim)
+    total = 0
+    for path, _truth, res in synth_set:
+        clips = plan_clips(res, cfg)
+        total += len(clips)
+        assert clips == sorted(clips)
+        for (_, e), (s2, _) in zip(clips, clips[1:]):
+            assert e <= s2
+        for s, e in clips:
+            dur = res.time_of(e) - res.time_of(s)
+            assert cfg.min_clip_s - 1e-6 <= dur <= cfg.max_clip_s + 1e-6
+            for ts, te in res.transitions:  # no frame of a transition, `trim` frames clear of it
+                assert e <= ts - trim or s >= te + trim, (path, (s, e), (ts, te))
+            for c in res.cuts:  # never across a cut, `trim` frames clear of it
+                assert e <= c - trim or s >= c + trim, (path, (s, e), c)
+    assert total > 30
+
+
+def test_plan_clips_pieces_and_bounds():
+    times = np.arange(300) / 25.0
+    res = SceneResult(num_frames=300, fps=25.0, cuts=[20, 120], transitions=[(100, 120)],
+                      scenes=scenes_from_cuts(300, [20, 120], [(100, 120)]), frame_times=times)
+    assert res.scenes == [(0, 20), (20, 100), (120, 300)]
+    clips = plan_clips(res, SplitConfig(min_clip_s=1.0, max_clip_s=3.0, trim_frames=2))
+    # (0, 18) is 0.72 s: dropped; (22, 98) 3.04 s -> two pieces; (122, 300) 7.12 s -> three pieces
+    assert clips == [(22, 60), (60, 98), (122, 181), (181, 241), (241, 300)]
+    # variable frame rate: pieces split by time, not by frame count
+    vfr = np.concatenate([np.arange(100) * 0.02, 2.0 + np.arange(100) * 0.06])
+    r2 = SceneResult(num_frames=200, fps=200 / 8.06, cuts=[], transitions=[], scenes=[(0, 200)], frame_times=vfr)
+    (a, b), (c, d) = plan_clips(r2, SplitConfig(min_clip_s=1.0, max_clip_s=4.5, trim_frames=2))
+    assert a == 0 and d == 200 and b == c
+    assert abs(r2.time_of(b) - 8.06 / 2) < 0.06
+
+
+def test_fixed_splitter(tmp_path):
+    times = np.arange(0, 10, 0.04)
+    assert fixed_cuts(times, 3.0) == [75, 150, 225]
+    truth = make_video(tmp_path / "f.mp4", [Shot("pan", 60, 1), Shot("texture", 40, 2)], [Transition("cut")],
+                       width=96, height=64, fps=25)
+    res = detect_scenes(tmp_path / "f.mp4", SplitConfig(splitter="fixed", fixed_stride_s=1.0, min_clip_s=0.5,
+                                                        max_clip_s=5, trim_frames=4))
+    assert res.num_frames == truth.num_frames == 100
+    assert res.cuts == [25, 50, 75] and res.transitions == []
+    assert plan_clips(res, SplitConfig(min_clip_s=0.5, max_clip_s=5, trim_frames=4)) == res.scenes  # no trim
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="splitter"):
+        SplitConfig(splitter="magic")
+    with pytest.raises(ValueError, match="min_clip_s"):
+        SplitConfig(min_clip_s=5, max_clip_s=2)
+
+
+@pytest.mark.real_videos
+def test_real_videos(real_videos_dir, ground_truth):
+    det = SceneDetector(SplitConfig(splitter="content"))
+    res = det(real_videos_dir / "bikes.mp4")
+    truth = [c for c in ground_truth["bikes.mp4"]["shot_starts"] if c > 0]
+    assert res.num_frames == 250
+    assert len(res.cuts) == len(truth)
+    assert all(abs(a - b) <= 1 for a, b in zip(res.cuts, truth))
+    # one static shot; a handheld shot; a shaky, blurred, rotated VFR shot: no cuts in any
+    for name in ("carphone_pristine.mp4", "flipping_a_pancake.mkv", "fire2.mp4"):
+        assert det(real_videos_dir / name).cuts == [], name
+    # corrupt input: tolerant decoding, errors counted
+    bad = det(real_videos_dir / "corrupted.mp4")
+    assert bad.num_frames == 49 and bad.decode_errors >= 1

@@ -1,0 +1,41 @@
+"""Our TransNetV2 splitter against the package's own inference on the same frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from curate.split import SplitConfig
+from curate.split.frames import decode_small
+from curate.split.transnet import TransNetSplitter, cuts_from_predictions
+from dataload.synthetic import Shot, Transition, make_video
+
+
+def test_cuts_from_predictions():
+    p = np.zeros(40)
+    p[9] = 0.9  # one frame: a hard cut at 10
+    p[20:26] = 0.8  # a gradual transition
+    p[38:] = 0.7  # runs into the end: no new shot
+    assert cuts_from_predictions(p) == ([10, 26], [(20, 26)])
+
+
+@pytest.mark.slow
+def test_same_predictions_as_package(tmp_path):
+    torch.set_num_threads(1)
+    make_video(tmp_path / "t.mp4", [Shot("texture", 20, 1), Shot("pan", 25, 2, speed=3)], [Transition("cut")],
+               width=96, height=54, fps=25)
+    frames = decode_small(tmp_path / "t.mp4", size=(27, 48), luma=False).frames
+    ours = TransNetSplitter(SplitConfig(device="cpu"))
+    # the package's own windowing and inference, on the same model and frames
+    was = torch.are_deterministic_algorithms_enabled()
+    single, _ = ours.model.predict_frames(torch.from_numpy(frames), quiet=True)
+    torch.use_deterministic_algorithms(was)
+    mine = ours.predict(frames)
+    np.testing.assert_allclose(mine, single.numpy(), atol=1e-4)
+    assert ours.detect(frames)[0] == [20]
+    # windows are the package's: padded with copies of the first and last frames, 100 long, step 50
+    w = ours.windows(torch.from_numpy(frames))
+    assert w.shape == (1, 100, 27, 48, 3)
+    assert torch.equal(w[0, :25], torch.from_numpy(frames[:1]).expand(25, -1, -1, -1))
+    assert torch.equal(w[0, 25:70], torch.from_numpy(frames))
