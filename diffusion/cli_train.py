@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: the config's)")
     fit.add_argument("--stop-after", type=int, default=None, metavar="K", help="checkpoint at step K and exit")
     fit.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
+    fit.add_argument("--val-data", action="append", default=[], metavar="PATH",
+                     help="held-back data for the validation loss (default: fixed batches of the training data)")
     fit.add_argument("--nproc", type=int, default=None,
                      help="local ranks to spawn (gloo on CPU, NCCL on GPU); under torchrun its world size")
     fit.add_argument("--dp", type=int, default=None, help="data-parallel degree (default: nproc / cp)")
@@ -115,6 +117,9 @@ def run_fit(args) -> int:
     if args.stop_after is not None and not 1 <= args.stop_after <= steps:
         raise UserError(f"--stop-after must be between 1 and --steps ({steps}), got {args.stop_after}")
     cfg.train.steps = steps
+    if args.val_data:
+        _check_data([(p, 1.0) for p in args.val_data])
+        cfg.train.val_data = [str(Path(p).resolve()) for p in args.val_data]
     _check_heads(cfg, cp)
     plan = FitPlan(run=str(Path(args.out).resolve()), sources=[(p, w) for p, w in args.data], steps=steps,
                    stop_after=args.stop_after, resume=args.resume, dp=dp, cp=cp)

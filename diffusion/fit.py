@@ -180,9 +180,14 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
 
     loader = build_loader(plan.sources, cfg.data, rank=par.dp_rank, world_size=par.dp_size)
     val_batches = []
+    held_back = bool(cfg.train.val_data)
     if cfg.train.val_every > 0:
-        val_cfg = from_dict(type(cfg.data), {**to_dict(cfg.data), "seed": cfg.data.seed + 7919})
-        val_loader = build_loader(plan.sources, val_cfg, rank=par.dp_rank, world_size=par.dp_size)
+        # held-back folders when given (train.val_data / --val-data), else fixed batches of the training
+        # data under another shuffle seed (then the record says val_held_back: false)
+        val_sources = [(p, 1.0) for p in cfg.train.val_data] or plan.sources
+        val_cfg = from_dict(type(cfg.data), {**to_dict(cfg.data), "seed": cfg.data.seed + 7919,
+                                             "start": "center"})
+        val_loader = build_loader(val_sources, val_cfg, rank=par.dp_rank, world_size=par.dp_size)
         for _, batch in zip(range(cfg.train.val_batches), _batches(val_loader)):
             val_batches.append(conditioner(batch[1]))
 
@@ -215,7 +220,7 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
             if val_batches and done % cfg.train.val_every == 0:
                 val = trainer.eval_loss(val_batches)
                 if is_main:
-                    log.write(json.dumps({"step": done, "val_loss": val}) + "\n")
+                    log.write(json.dumps({"step": done, "val_loss": val, "val_held_back": held_back}) + "\n")
                     log.flush()
             if cfg.train.sample_every > 0 and done % cfg.train.sample_every == 0:
                 _write_samples(trainer, conditioner, cfg, run, done, is_main)

@@ -36,7 +36,8 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 500        # and always at the last step
     val_every: int = 0                 # 0 disables validation loss
-    val_batches: int = 1               # held-back batches drawn once before training
+    val_batches: int = 1               # validation batches drawn once before training
+    val_data: list[str] = field(default_factory=list)  # held-back data folders; empty: training data
     sample_every: int = 0              # 0 disables sample videos in RUN/samples
     sample_prompts: list[str] = field(default_factory=list)
     sample_frames: int = 0             # 0: the training clip length

@@ -41,6 +41,30 @@ def _training_clips(curated: Path, limit: int = 64) -> list[tuple[dict, bytes]]:
     return out
 
 
+def split_holdout(curated: Path, work: Path, holdout: int) -> tuple[Path, Path | None]:
+    """Copy the curated clips into train/ and val/ folders (the last `holdout` clips held back)."""
+    from dataload.shards import ShardWriter, list_shards, read_shard
+
+    samples = []
+    shards = curated / "shards" if (curated / "shards").is_dir() else curated
+    for shard in list_shards(shards):
+        for sample in read_shard(shard):
+            samples.append({k: v for k, v in sample.items() if not k.startswith("__")} | {"__key__": sample["__key__"]})
+    if holdout <= 0 or len(samples) < 2 * holdout + 2:
+        return curated, None
+    out = {}
+    for name, part in (("train", samples[:-holdout]), ("val", samples[-holdout:])):
+        folder = work / "data" / name
+        if not (folder / "dataset.json").is_file():
+            (folder / "shards").mkdir(parents=True, exist_ok=True)
+            with ShardWriter(folder / "shards", max_samples_per_shard=1000) as w:
+                for smp in part:
+                    w.write(smp["__key__"], {k: v for k, v in smp.items() if k != "__key__"})
+            (folder / "dataset.json").write_text(json.dumps({"kind": "curated", "split_of": str(curated)}))
+        out[name] = folder
+    return out["train"], out["val"]
+
+
 def _decode(mp4: bytes, frames: int) -> np.ndarray:
     import av
 
@@ -111,7 +135,8 @@ def run_training_demo(curated: Path, work: Path, *, steps: int = 300, nproc: int
     curated, work = Path(curated), Path(work)
     work.mkdir(parents=True, exist_ok=True)
     run = work / "run"
-    clips = _training_clips(curated)
+    train_data, val_data = split_holdout(curated, work, holdout=2)
+    clips = _training_clips(train_data)
     if not clips:
         raise RuntimeError(f"{curated}: no captioned clips to train on")
     prompt_meta, prompt_mp4 = clips[0]
@@ -122,8 +147,10 @@ def run_training_demo(curated: Path, work: Path, *, steps: int = 300, nproc: int
         sets += ["--set", s]
     t0 = time.perf_counter()
     resume = ["--resume"] if (run / "config.yaml").is_file() else []
-    status = train_main(["fit", "--config", "tiny", "--data", str(curated), "--out", str(run), "--steps", str(steps),
-                         "--nproc", str(nproc), "--cp", str(cp), *sets, *resume]) if not _finished(run, steps) else 0
+    val = ["--val-data", str(val_data)] if val_data is not None else []
+    status = train_main(["fit", "--config", "tiny", "--data", str(train_data), "--out", str(run), "--steps",
+                         str(steps), "--nproc", str(nproc), "--cp", str(cp), *val, *sets, *resume]
+                        ) if not _finished(run, steps) else 0
     if status != 0:
         raise RuntimeError(f"vfm-train fit failed (exit {status})")
     train_s = time.perf_counter() - t0
@@ -141,7 +168,7 @@ def run_training_demo(curated: Path, work: Path, *, steps: int = 300, nproc: int
     summary = {"run": str(run), "video": str(video), "prompt": prompt, "training_clip": prompt_meta["clip_id"],
                "loss_curve": str(work / "loss_curve.png"), "frame_strip": str(work / "frame_strip.png"),
                "train_s": round(train_s, 1), "generate_s": round(gen_s, 1), "nproc": nproc, "cp": cp,
-               "num_training_clips_seen": len(clips), **curve}
+               "training_clips": len(clips), "held_back_clips": 0 if val_data is None else 2, **curve}
     (work / "training_summary.json").write_text(json.dumps(summary, indent=1))
     (work / "training.md").write_text(markdown(summary, work))
     return summary
@@ -157,13 +184,14 @@ def _finished(run: Path, steps: int) -> bool:
 def markdown(s: dict, base: Path) -> str:
     rel = lambda p: Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else p  # noqa: E731
     val = f"{s['val']:.4f}" if s.get("val") is not None else "n/a"
+    where = f"{s['held_back_clips']} held-back clips" if s.get("held_back_clips") else "fixed training batches"
     return "\n".join([
         "## Training and generation",
         "",
         f"- `tiny` config trained for {s['steps']} steps on {s['nproc']} ranks with context parallel "
         f"cp={s['cp']} in {s['train_s']:.0f} s; generation in {s['generate_s']:.0f} s.",
         f"- loss, mean of the first 10% of steps: {s['first_10pct']:.4f}; last 10%: {s['last_10pct']:.4f} "
-        f"(ratio {s['last_10pct'] / s['first_10pct']:.2f}); last validation loss: {val}.",
+        f"(ratio {s['last_10pct'] / s['first_10pct']:.2f}); last validation loss ({where}): {val}.",
         f"- prompt (a training caption): \"{s['prompt']}\" (clip `{s['training_clip']}`)",
         "",
         f"![loss curve]({rel(s['loss_curve'])})",
