@@ -253,3 +253,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def demo_step(ctx: dict) -> None:
+    """The `make demo` step (scripts/demo.py): reads ctx["curated"], writes ctx["out"]/train/."""
+    work = Path(ctx["out"]) / "train"
+    summary = run_training_demo(Path(ctx["curated"]), work, steps=int(ctx.get("train_steps", 300)))
+    ctx["training"] = summary
+    print(f"training: {summary['steps']} steps on {summary['nproc']} ranks (cp={summary['cp']}) in "
+          f"{summary['train_s']:.0f} s; loss {summary['first_10pct']:.3f} -> {summary['last_10pct']:.3f}")
+    print(f"generated: {summary['video']} from \"{summary['prompt']}\"")
+    print(f"report: {work / 'training.md'} (loss curve {summary['loss_curve']}, frame strip {summary['frame_strip']})")
