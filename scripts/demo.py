@@ -113,8 +113,15 @@ def show_results(ctx: dict) -> None:
     print(f"report: {out / 'report.md'} (figures beside it), frame strips: {ctx['out'] / 'strips'}")
 
 
+def train_and_generate(ctx: dict) -> None:
+    """Train `tiny` on the curated clips (2 ranks, cp=2), generate from a training caption, report."""
+    from demo_train import demo_step  # scripts/demo_train.py, beside this file
+
+    demo_step(ctx)
+
+
 # The demo, in order. Training and generation steps go after curate_corpus (they read ctx["curated"]).
-STEPS = [make_corpus, probe_corpus, curate_corpus, show_results]
+STEPS = [make_corpus, probe_corpus, curate_corpus, show_results, train_and_generate]
 
 
 def main(argv: list[str] | None = None) -> int:
