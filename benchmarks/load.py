@@ -143,27 +143,37 @@ def energon_prepare(shards_dir: Path) -> None:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
-def _energon_encoder(shape: Shape):
+try:  # Energon's samples cross process boundaries by pickle, so its classes live at module level
     from megatron.energon import Cooker, DefaultTaskEncoder, Sample, basic_sample_keys, stateless
+except ImportError:  # pragma: no cover - energon is a declared dependency
+    Sample = object  # type: ignore[misc,assignment]
+    DefaultTaskEncoder = None  # type: ignore[assignment,misc]
 
-    @dataclass
-    class ClipSample(Sample):
-        video: torch.Tensor
-        caption: str
 
-    @stateless
-    def cook(raw: dict) -> ClipSample:
-        meta = raw["json"]
-        fps = float(meta["fps"])
-        start = (int(meta["num_frames"]) - shape.frames) // 2
-        dec = raw["mp4"]  # energon's AVDecoder
-        size = _cover(int(meta["width"]), int(meta["height"]), shape)
-        # A half-frame margin on each end so pts rounding cannot drop the first or last frame.
-        clips, _ = dec.get_video_clips([((start - 0.5) / fps, (start + shape.frames - 1 + 0.4) / fps)],
-                                       video_unit="seconds", video_out_frame_size=size)
-        v = clips[0][: shape.frames]
-        frames = [x for x in v.permute(0, 2, 3, 1).numpy()]
-        return ClipSample(**basic_sample_keys(raw), video=_crop(frames, shape), caption=raw["txt"])
+@dataclass
+class EnergonClip(Sample):  # type: ignore[misc,valid-type]
+    video: torch.Tensor
+    caption: str
+
+
+def _energon_cook(shape: Shape, raw: dict) -> EnergonClip:
+    meta = raw["json"]
+    fps = float(meta["fps"])
+    start = (int(meta["num_frames"]) - shape.frames) // 2
+    dec = raw["mp4"]  # energon's AVDecoder
+    size = _cover(int(meta["width"]), int(meta["height"]), shape)
+    # A half-frame margin on each end so pts rounding cannot drop the first or last frame.
+    clips, _ = dec.get_video_clips([((start - 0.5) / fps, (start + shape.frames - 1 + 0.4) / fps)],
+                                   video_unit="seconds", video_out_frame_size=size)
+    v = clips[0][: shape.frames]
+    frames = [x for x in v.permute(0, 2, 3, 1).numpy()]
+    return EnergonClip(**basic_sample_keys(raw), video=_crop(frames, shape), caption=raw["txt"])
+
+
+def _energon_encoder(shape: Shape):
+    import functools
+
+    cook = stateless(functools.partial(_energon_cook, shape))
 
     class Encoder(DefaultTaskEncoder):
         cookers = [Cooker(cook)]
