@@ -121,6 +121,12 @@ def _split_default() -> Any:
     return SplitConfig()
 
 
+def _models_default() -> Any:
+    from curate.models.config import ModelsConfig
+
+    return ModelsConfig()
+
+
 @dataclass
 class CurateConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -130,6 +136,7 @@ class CurateConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    models: Any = field(default_factory=_models_default)  # model stages and dedup, all off by default
     models: Any = field(default_factory=_models_default)
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,6 +262,9 @@ def validate(cfg: CurateConfig) -> None:
                 type(section)(**{g.name: getattr(section, g.name) for g in dataclasses.fields(section)})
             except (TypeError, ValueError) as exc:
                 raise CurateError(f"config section '{f.name}': {exc}") from None
+    from curate.models.config import validate_models
+
+    validate_models(cfg.models)
     if cfg.write.max_clips_per_shard < 1:
         raise CurateError("write.max_clips_per_shard must be at least 1")
     if cfg.transcode.encoder not in ("libx264", "nvenc"):

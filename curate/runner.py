@@ -112,10 +112,10 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
 
         if not nvenc_available():
             raise CurateError("transcode.encoder=nvenc, but no ffmpeg with a working h264_nvenc is present")
-    prepare_out(out, cfg)
-    runner = make_executor(executor, workers, ray_address)
-    clean_tmp(out)
     pipeline = pipeline or build_pipeline(cfg, str(out))
+    runner = make_executor(executor, workers, ray_address)
+    prepare_out(out, cfg)
+    clean_tmp(out)
 
     keys = [source_key(s.source) for s in sources]
     todo: list[tuple[int, SourceInput]] = []
