@@ -56,10 +56,16 @@ def test_member_roundtrip():
     assert got["text_mask"].dtype == torch.bool and got["text_mask"].tolist() == [True, True, False, False, False]
 
 
-def test_precompute_then_load(curated, tmp_path):
-    src, keys = curated
-    res = precompute([src], Encoder(), tmp_path / "lat", config=CFG)
+@pytest.fixture(scope="module")
+def latent_dir(curated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lat") / "lat"
+    res = precompute([curated[0]], Encoder(), out, config=CFG)
     assert res.samples == 14 and res.shards_done == 4 and not res.skipped
+    return out
+
+
+def test_precompute_then_load(latent_dir):
+    tmp_path = latent_dir.parent
     info = json.loads((tmp_path / "lat" / "dataset.json").read_text())
     assert info["kind"] == "latent" and info["num_samples"] == 14
     kind, shards = resolve_source(str(tmp_path / "lat"))
@@ -105,3 +111,17 @@ def test_precompute_is_resumable_and_deterministic(curated, tmp_path):
         precompute([src], Encoder(), out, config=LoaderConfig(batch_size=2, num_frames=4, fps=8.0))
     with pytest.raises(ValueError, match="needs curated"):
         precompute([str(ref)], Encoder(), tmp_path / "x", config=CFG)
+
+
+def test_latent_packing(latent_dir):
+    cfg = LoaderConfig(pack_tokens=600, patch=(1, 2, 2), pack_window=5, shuffle_buffer=4)
+    loader = build_loader([str(latent_dir)], cfg)
+    seen = []
+    for b in loader:
+        lens = [cfg.tokens(tuple(x.shape[-3:])) for x in b["latents"]]  # (C, T, H, W) -> T*H/2*W/2
+        assert set(lens) <= {4 * 4 * 4, 4 * 4 * 6}
+        assert b["cu_seqlens"].tolist() == [sum(lens[:i]) for i in range(len(lens) + 1)]
+        assert b["num_tokens"] <= 600 and int(b["loss_mask"].sum()) == b["num_tokens"]
+        assert b["text"].shape[0] == len(lens)
+        seen += [m["clip_id"] for m in b["meta"]]
+    assert len(seen) == 14 == len(set(seen))
