@@ -96,8 +96,9 @@ def _parity_body(rank, world_size, cases):
     ref_losses, ref_grads, ref_norms, ref_weights = _reference(model_cfg, train, flow, batch, null)
     assert min(ref_norms) > train.optim.grad_clip * 2, "clipping must be active in this test"
     report = []
-    for dp, cp, mode in cases:
+    for dp, cp, mode, *flags in cases:
         train.cp_mode = mode
+        train.activation_checkpointing = "ac" in flags
         par = build_parallel_state(dp, cp, mode)
         torch.manual_seed(0)
         model = VideoDiT(model_cfg)
@@ -120,13 +121,15 @@ def _parity_body(rank, world_size, cases):
             got = _full(p.detach())
             err = float((got - ref_weights[n]).abs().max())
             assert err < 1e-12, (dp, cp, mode, n, err)
-        report.append((dp, cp, mode, worst_grad))
+        report.append((dp, cp, mode, *flags, worst_grad))
     return report
 
 
 def test_parity_two_ranks_dp2_and_cp2():
-    out = run_ranks(_parity_body, 2, {"cases": [(2, 1, "ulysses"), (1, 2, "ulysses"), (1, 2, "ring")]})
-    assert len(out[0]) == 3
+    # the last case also recomputes every block in backward (activation checkpointing)
+    out = run_ranks(_parity_body, 2, {"cases": [(2, 1, "ulysses"), (1, 2, "ulysses"), (1, 2, "ring"),
+                                                (2, 1, "ulysses", "ac")]})
+    assert len(out[0]) == 4
 
 
 def test_parity_four_ranks_dp2_x_cp2():
