@@ -179,3 +179,18 @@ def test_resume_with_added_inputs(corpus, curated, tmp_path, capsys):
     assert set(first) < set(both) and all(both[k] == v for k, v in first.items())
     # equals the run that had both inputs from the start
     assert both == comparable(read_shards(curated[0]))
+
+
+def test_fsspec_url_inputs(corpus, tmp_path, capsys):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/b2run/clip.mp4", (corpus / "mixed.mp4").read_bytes())
+    fs.pipe("/b2run/clip.srt", (corpus / "mixed.srt").read_bytes())
+    # the in-memory filesystem lives in this process, hence the inline executor
+    rc, _, _ = curate(capsys, "memory:///b2run", "--out", tmp_path / "out", "--workers", "0")
+    assert rc == 0
+    rows = list(clip_rows(tmp_path / "out").values())
+    assert {r["source"] for r in rows} == {"memory:///b2run/clip.mp4"}
+    assert [r["reject_reason"] for r in rows] == [None, "static", "blurry", None]
+    assert rows[0]["caption"] == "a pan over hills 0"
