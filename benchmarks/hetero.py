@@ -92,47 +92,39 @@ def predict(cfg, layout: str, batch: int, mbs: int, cal: dict):
     return [enc, lm], max(te, tl) + min(te, tl) / mbs
 
 
-def _module_rates(cfg) -> dict[str, tuple[float, float]]:
-    """Per module: (fixed seconds per fwd+bwd call, training FLOP/s) from timing 1 and 4 samples."""
-    import time
-
+def _module_probes(cfg) -> dict:
+    """Callables running one module's fwd+bwd alone on 1 or 4 samples (timed among the contenders)."""
     import torch
 
     from parallel.examples.mllm import build_models, make_batch
 
     enc, lm = build_models(cfg, dtype=torch.float32)
+    probes = {}
+    for n in (1, 4):
+        mb = make_batch(cfg, n, seed=0, dtype=torch.float32)
+        img = enc(mb["patches"]).detach()
+        probes[("enc", n)] = lambda mb=mb: enc(mb["patches"]).sum().backward()
+        probes[("lm", n)] = lambda mb=mb, img=img: lm.loss_sum(img, mb["text"], mb["text_valid"]).backward()
+    return probes
+
+
+def _rates(probe_times: dict, cfg) -> dict[str, tuple[float, float]]:
+    """Per module: (fixed seconds per call, training FLOP/s) from the 1- and 4-sample medians."""
     fe, fl = module_flops(cfg)
     out = {}
     for key, f in (("enc", fe), ("lm", fl)):
-        t = {}
-        for n in (1, 4):
-            mb = make_batch(cfg, n, seed=0, dtype=torch.float32)
-            img = enc(mb["patches"]).detach()
-
-            def fn(mb=mb, img=img, key=key):
-                if key == "enc":
-                    enc(mb["patches"]).sum().backward()
-                else:
-                    lm.loss_sum(img, mb["text"], mb["text_valid"]).backward()
-
-            fn()
-            t0 = time.perf_counter()
-            for _ in range(3):
-                fn()
-            t[n] = (time.perf_counter() - t0) / 3
-        per_sample = max((t[4] - t[1]) / 3, 1e-9)
-        out[key] = (max(t[1] - per_sample, 0.0), 3 * f / per_sample)
+        t1, t4 = median(probe_times[(key, 1)]), median(probe_times[(key, 4)])
+        per_sample = max((t4 - t1) / 3, 1e-9)
+        out[key] = (max(t1 - per_sample, 0.0), 3 * f / per_sample)
     return out
 
 
-def _calibrate(rank, cfg):
-    """Per-module FLOP/s on one rank, gloo p2p bytes/s and per-message latency between the two ranks."""
+def _calibrate(rank):
+    """gloo p2p bytes/s and per-message latency between the two ranks."""
     import time
 
     import torch
     import torch.distributed as dist
-
-    rates = _module_rates(cfg)
 
     def pingpong(n, reps):
         x = torch.zeros(n)
@@ -149,7 +141,7 @@ def _calibrate(rank, cfg):
 
     lat = pingpong(1, 20)
     big = pingpong(1 << 20, 5)
-    return rates, 4 * (1 << 20) / max(big - lat, 1e-9), lat
+    return 4 * (1 << 20) / max(big - lat, 1e-9), lat
 
 
 def _body(rank, world_size, batch, mbs, steps, repeats):
@@ -197,6 +189,8 @@ def _body(rank, world_size, batch, mbs, steps, repeats):
         counted[name] = {"flops": fc.get_total_flops(), "bytes": stats[name].bytes_sent,
                          "messages": stats[name].messages}
     times = {name: [] for name in specs}
+    probes = _module_probes(cfg)
+    probe_times = {k: [] for k in probes}
     for _ in range(repeats):
         for name in specs:
             dist.barrier()
@@ -204,7 +198,13 @@ def _body(rank, world_size, batch, mbs, steps, repeats):
             one(name)
             dist.barrier()
             times[name].append((time.perf_counter() - t0) / steps)
-    return {"times": times, "counted": counted, "calibration": _calibrate(rank, cfg)}
+        # the cost model's compute rates, measured in the same rounds (both ranks busy, as in a step)
+        for key, fn in probes.items():
+            dist.barrier()
+            t0 = time.perf_counter()
+            fn()
+            probe_times[key].append(time.perf_counter() - t0)
+    return {"times": times, "counted": counted, "rates": _rates(probe_times, cfg), "calibration": _calibrate(rank)}
 
 
 class _CountingTask:
@@ -238,10 +238,9 @@ def run(args) -> BenchResult:
     res = run_ranks(_body, world_size=2, deadline_s=3000,
                     kwargs={"batch": args.batch, "mbs": args.microbatches, "steps": args.steps, "repeats": repeats})
     cfg = bench()
-    cal = {k: (max(r["calibration"][0][k][0] for r in res), min(r["calibration"][0][k][1] for r in res))
-           for k in ("enc", "lm")}
-    cal["byte_rate"] = min(r["calibration"][1] for r in res)
-    cal["latency"] = max(r["calibration"][2] for r in res)
+    cal = {k: (max(r["rates"][k][0] for r in res), min(r["rates"][k][1] for r in res)) for k in ("enc", "lm")}
+    cal["byte_rate"] = min(r["calibration"][0] for r in res)
+    cal["latency"] = max(r["calibration"][1] for r in res)
     rows, predicted, measured = [], {}, {}
     for name in LAYOUTS:
         t = max(median(r["times"][name]) for r in res)
@@ -256,7 +255,7 @@ def run(args) -> BenchResult:
     best_pred = min(predicted, key=predicted.get)
     best_meas = min(measured, key=measured.get)
     ratios = {f"{n} samples/s vs homogeneous": measured["homogeneous"] / measured[n] for n in LAYOUTS[1:]}
-    notes = [f"calibrated on this machine (1 thread): encoder {cal['enc'][1] / 1e9:.2f} GFLOP/s + "
+    notes = [f"calibrated in the same interleaved rounds (1 thread): encoder {cal['enc'][1] / 1e9:.2f} GFLOP/s + "
              f"{cal['enc'][0] * 1e3:.1f} ms per call, LM {cal['lm'][1] / 1e9:.2f} GFLOP/s + "
              f"{cal['lm'][0] * 1e3:.1f} ms per call, {cal['byte_rate'] / 1e6:.0f} MB/s p2p, "
              f"{cal['latency'] * 1e6:.0f} us per message",
