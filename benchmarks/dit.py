@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent", default=None, help="latent F,H,W (default per preset)")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 by default: stable timings on a shared machine; 0 = torch's)")
 
 
 def _setup(args):
@@ -30,8 +32,8 @@ def _setup(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     preset = args.preset or ("wan-1.3b" if device.startswith("cuda") else "small")
     if preset == "small":
-        cfg = DiTConfig(in_channels=16, out_channels=16, dim=256, ffn_dim=1024, num_heads=4, num_layers=4,
-                        text_dim=256, freq_dim=256)
+        cfg = DiTConfig(in_channels=16, out_channels=16, dim=128, ffn_dim=512, num_heads=4, num_layers=4,
+                        text_dim=128, freq_dim=256)
         latent, batch, dtype, text_len = (4, 16, 16), 2, "float32", 32
     else:
         cfg = wan_1_3b_dit()
@@ -63,6 +65,8 @@ def run(args) -> BenchResult:
     from diffusion.dit.convert import from_diffusers, to_diffusers_config
 
     cfg, device, preset, latent, batch, dtype, text_len = _setup(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ref = WanTransformer3DModel(**to_diffusers_config(cfg))
     ours = from_diffusers(ref)
@@ -102,7 +106,8 @@ def run(args) -> BenchResult:
     speedup = median(times["diffusers"]) / median(times["videodit"])
     n_params = sum(p.numel() for p in ours.parameters())
     notes = [f"preset={preset} device={device} dtype={str(dtype).removeprefix('torch.')} params={n_params / 1e6:.1f}M "
-             f"layers={cfg.num_layers} dim={cfg.dim} batch={batch} latent={latent} tokens={tokens} text={text_len}",
+             f"layers={cfg.num_layers} dim={cfg.dim} threads={torch.get_num_threads()} batch={batch} "
+             f"latent={latent} tokens={tokens} text={text_len}",
              f"forward max |videodit - diffusers| = {diff:.2e}; repeats={args.repeats} (interleaved)"]
     return BenchResult(name="dit", columns=["model", "median_s", "min_s", "tokens_per_s", "TFLOPS", "MFU"],
                        rows=rows, ratios={"videodit speedup over diffusers": speedup}, notes=notes,

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=48, help="height = width, multiple of 16")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 by default: stable timings on a shared machine; 0 = torch's)")
 
 
 def run(args) -> BenchResult:
@@ -41,6 +43,8 @@ def run(args) -> BenchResult:
     from diffusion.text_encoder import TextEncoder, create_tiny_text_encoder
     from diffusion.vae import VAEConfig, VideoVAE, create_tiny_wan_vae
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     text_len, te_dim, shift, seed = 32, 32, 3.0, 0
     with tempfile.TemporaryDirectory() as tmp:
         te = TextEncoder.from_pretrained(create_tiny_text_encoder(f"{tmp}/te", dim=te_dim, max_length=text_len))
