@@ -84,7 +84,8 @@ class VideoReader:
     # -- reading ------------------------------------------------------------------------------------
 
     def read(self, *, start_s: float | None = None, end_s: float | None = None, fps: float | None = None,
-             num_frames: int | None = None, indices=None, size=None, luma: bool = False) -> torch.Tensor:
+             num_frames: int | None = None, indices=None, size=None, luma: bool = False,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """Frames as a uint8 tensor: (T, H, W, 3) RGB, or (T, H, W) luma with `luma=True`.
 
         - nothing: every decoded frame in [start_s, end_s).
@@ -93,6 +94,8 @@ class VideoReader:
         - num_frames alone: that many grid times spread evenly over [start_s, end_s).
         - indices: exactly these decoded frame numbers, in the given order (no other selection).
         size=(h, w) resizes after rotation and pixel aspect; one side -1 keeps the aspect.
+        out: a uint8 tensor with room for the frames (first dimension >= T) to fill instead of
+        allocating; the result is then `out[:T]`. Reusing one across reads avoids touching fresh memory.
         """
         start, end = _check_range(start_s, end_s)
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
@@ -108,6 +111,12 @@ class VideoReader:
                 raise VideoError(f"{self.path}: frame index {int(idx.min())} out of range (negative)")
             frames = src.read_indices(idx, size, luma)
         elif fps is None and num_frames is None:
+            if hasattr(src, "read_all"):
+                arr = src.read_all(start, end, size, luma, out)
+                self._note_errors(src)
+                if arr is None:
+                    return self._stack([], size, luma, out)
+                return out[: arr.shape[0]] if out is not None else torch.from_numpy(arr)
             frames = [f for _, _, f in src.iter_range(start, end, size, luma)]
         else:
             g0 = start or 0.0
@@ -122,7 +131,7 @@ class VideoReader:
                     selector = GridSelector(g0, stop, (stop - g0) / n, n)
             frames = src.read_grid(selector, start, size, luma) if selector is not None else []
         self._note_errors(src)
-        return self._stack(frames, size, luma)
+        return self._stack(frames, size, luma, out)
 
     def iter_frames(self, *, size=None, luma: bool = False, start_s: float | None = None,
                     end_s: float | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
@@ -145,7 +154,13 @@ class VideoReader:
     def _note_errors(self, src) -> None:
         self._errors = src.last_pass_errors
 
-    def _stack(self, frames: list[np.ndarray], size, luma: bool) -> torch.Tensor:
+    def _stack(self, frames: list[np.ndarray], size, luma: bool, out=None) -> torch.Tensor:
+        if frames and out is not None:
+            if out.dtype != torch.uint8 or out.shape[0] < len(frames) or tuple(out.shape[1:]) != frames[0].shape:
+                raise ValueError(f"out must be uint8 with room for {len(frames)} frames of {frames[0].shape}, "
+                                 f"got {out.dtype} {tuple(out.shape)}")
+            np.stack(frames, out=out.numpy()[: len(frames)])
+            return out[: len(frames)]
         if frames:
             return torch.from_numpy(np.stack(frames))
         if self._pyav.coded_size is not None:

@@ -16,8 +16,10 @@ from typing import Iterator
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from dataload.backends.selection import GridSelector
+from dataload.backends.swscale import SWS_AREA, SWS_BICUBIC, SWS_BILINEAR, SwsConverter
 from dataload.errors import CorruptVideoError, VideoError
 from dataload.video_info import StreamInfo, display_size
 
@@ -152,6 +154,38 @@ class PyAVReadMixin:
             if conv is None:
                 conv = self.converter(size, luma)
             yield d.index, d.time_s, conv(d.frame)
+
+    def read_all(self, start: float | None, end: float | None, size, luma: bool, out=None):
+        """Every frame in [start, end) into one (T, H, W[, 3]) uint8 array, written in place: into
+        `out` (a reusable buffer) when given, else into storage sized from the header's frame count."""
+        conv = None
+        sink = None
+        pipe = None
+        try:
+            for d in self.frames():
+                if end is not None and d.time_s >= end - 1e-9:
+                    break
+                if start is not None and d.time_s < start - 1e-9:
+                    continue
+                if conv is None:
+                    conv = self.converter(size, luma)
+                    hint = self.header_frames or 64
+                    if self.scan is not None:
+                        hint = int(self.scan.times.size)
+                    sink = FrameSink(conv.shape, hint, out)
+                    cores = os.cpu_count() or 1
+                    if self.threads != 1 and cores > 1:
+                        pipe = ConvertThread(lambda: self.converter(size, luma), workers=min(2, cores))
+                if pipe is not None:
+                    pipe.put(d.frame, sink.slot())
+                else:
+                    conv(d.frame, sink.slot())
+        finally:
+            if pipe is not None:
+                pipe.close()  # waits for the last frames; re-raises a conversion error
+        if sink is None:
+            return None
+        return sink.result()
 
     def read_grid(self, selector: GridSelector, start: float | None, size, luma: bool) -> list[np.ndarray]:
         conv = None
@@ -418,19 +452,60 @@ class FrameConverter:
         self._k = -(rotation // 90)  # np.rot90 turns counter-clockwise
         self._limited_lut = (np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255)
                              .astype(np.uint8))
+        # One swscale context for every frame (frame.reformat builds a new one per frame).
+        self._sws = VideoReformatter()
+        self._direct_sws: SwsConverter | None = None
+        self._direct_off: set = set()  # frame layouts the direct path cannot take
+        self._scratch: np.ndarray | None = None
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+    def _direct(self, frame: av.VideoFrame) -> SwsConverter | None:
+        key = SwsConverter.key_of(frame)
+        if self._direct_sws is not None and self._direct_sws.key == key:
+            return self._direct_sws
+        if key in self._direct_off:
+            return None
+        shrink = self.scale_w * self.scale_h < frame.width * frame.height
+        same = (self.scale_w, self.scale_h) == (frame.width, frame.height)
+        # the same filters as the PyAV path below: bilinear (PyAV's default) when only converting
+        flags = SWS_BILINEAR if same else SWS_AREA if shrink else SWS_BICUBIC
+        sws = SwsConverter.create(frame, self.scale_w, self.scale_h, "rgb24", flags)
+        if sws is None:
+            self._direct_off.add(key)
+        self._direct_sws = sws
+        return sws
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.out_h, self.out_w) if self.luma else (self.out_h, self.out_w, 3)
+
+    def __call__(self, frame: av.VideoFrame, dst: np.ndarray | None = None) -> np.ndarray:
+        """The picture as an array; with `dst` (shape `self.shape`) written into it, saving a copy."""
+        if not self.luma:
+            sws = self._direct(frame)
+            if sws is not None:  # one swscale pass straight into the output (or a scratch to rotate)
+                if self._k % 4 == 0:
+                    return sws(frame, dst if dst is not None else np.empty(self.shape, np.uint8))
+                if self._scratch is None:
+                    self._scratch = np.empty((self.scale_h, self.scale_w, 3), np.uint8)
+                arr = np.rot90(sws(frame, self._scratch), self._k)
+                if dst is None:
+                    return np.ascontiguousarray(arr)
+                np.copyto(dst, arr)
+                return dst
         arr = self._luma(frame) if self.luma else self._rgb(frame)
         if self._k % 4:
-            arr = np.ascontiguousarray(np.rot90(arr, self._k))
-        return arr
+            arr = np.rot90(arr, self._k)
+        if dst is not None:
+            np.copyto(dst, arr)
+            return dst
+        return np.ascontiguousarray(arr)
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
         if not self.resize and frame.width == self.scale_w and frame.height == self.scale_h:
-            return frame.to_ndarray(format="rgb24")
+            return self._sws.reformat(frame, format="rgb24", threads=0).to_ndarray()
         shrink = self.scale_w * self.scale_h < frame.width * frame.height
-        return frame.reformat(width=self.scale_w, height=self.scale_h, format="rgb24",
-                              interpolation="AREA" if shrink else "BICUBIC").to_ndarray()
+        return self._sws.reformat(frame, width=self.scale_w, height=self.scale_h, format="rgb24",
+                                  interpolation="AREA" if shrink else "BICUBIC", threads=1).to_ndarray()
 
     def _luma(self, frame: av.VideoFrame) -> np.ndarray:
         fmt = frame.format
@@ -446,15 +521,103 @@ class FrameConverter:
             y = self._resize_plane(y)
             # Video-range luma (16..235) stretched to 0..255 so it equals Y' computed from the RGB path.
             return y if full else cv2.LUT(y, self._limited_lut)
-        gray = frame.reformat(format="gray").to_ndarray()
+        gray = self._sws.reformat(frame, format="gray", threads=1).to_ndarray()
         return self._resize_plane(gray)
 
     def _resize_plane(self, y: np.ndarray) -> np.ndarray:
-        if y.shape[1] == self.scale_w and y.shape[0] == self.scale_h:
+        w, h = self.scale_w, self.scale_h
+        if y.shape[1] == w and y.shape[0] == h:
             return np.array(y, copy=True)  # the decoder reuses its buffer
-        shrink = self.scale_w * self.scale_h < y.shape[0] * y.shape[1]
-        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        return cv2.resize(y, (self.scale_w, self.scale_h), interpolation=interp)
+        # OpenCV's area filter is ~15x slower at large non-integer factors than at exactly 2x, so
+        # halve (2x2 means) while the picture is 4x the target or more, then finish with one area pass.
+        while y.shape[1] >= 4 * w and y.shape[0] >= 4 * h:
+            hh, ww = y.shape[0] // 2, y.shape[1] // 2
+            y = cv2.resize(y[: 2 * hh, : 2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
+        shrink = w * h < y.shape[0] * y.shape[1]
+        return cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class ConvertThread:
+    """Converts frames into their output slots on worker threads while the caller keeps decoding.
+
+    FFmpeg decodes and swscale converts with the GIL released, so a bulk read overlaps pixel
+    conversion with decoding (a plain loop runs them in turn on one thread). Each worker has its own
+    converter (swscale contexts are not shared between threads); frames go to distinct slots, so
+    their order of completion does not matter. A short queue bounds the decoded frames held."""
+
+    def __init__(self, make_converter, workers: int = 2, depth: int = 8):
+        import queue
+        import threading
+
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._work, args=(make_converter(),), name=f"vfm-convert-{i}",
+                                          daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self, conv) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    conv(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the decoding thread
+                    self._error = exc
+
+    def put(self, frame: av.VideoFrame, slot: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((frame, slot))
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._q.put(None)
+        for t in self._threads:
+            t.join()
+        if self._error is not None:
+            raise self._error
+
+
+class FrameSink:
+    """Storage for decoded frames, filled slot by slot: a caller's buffer (`out`, reused between
+    reads so no fresh memory is touched), or chunks sized from a frame-count hint (the header may
+    lie either way: extra chunks are joined at the end, spare slots are cut off)."""
+
+    def __init__(self, frame_shape: tuple[int, ...], hint: int, out=None):
+        self.frame_shape = tuple(frame_shape)
+        self.n = 0
+        self.out = None
+        if out is not None:
+            arr = out.numpy() if hasattr(out, "numpy") else out
+            if arr.dtype != np.uint8 or tuple(arr.shape[1:]) != self.frame_shape:
+                raise ValueError(f"out must be uint8 with frame shape {self.frame_shape}, got "
+                                 f"{arr.dtype} {tuple(arr.shape)}")
+            self.out = arr
+            self.chunks = [arr]
+        else:
+            self.chunks = [np.empty((max(1, hint),) + self.frame_shape, np.uint8)]
+        self._used = [0]
+
+    def slot(self) -> np.ndarray:
+        chunk = self.chunks[-1]
+        if self._used[-1] == chunk.shape[0]:
+            if self.out is not None:
+                raise ValueError(f"out has room for {chunk.shape[0]} frames; the read returns more")
+            chunk = np.empty((max(16, self.n // 2),) + self.frame_shape, np.uint8)
+            self.chunks.append(chunk)
+            self._used.append(0)
+        i = self._used[-1]
+        self._used[-1] += 1
+        self.n += 1
+        return chunk[i]
+
+    def result(self) -> np.ndarray:
+        if len(self.chunks) == 1:
+            return self.chunks[0][: self.n]
+        return np.concatenate([c[:u] for c, u in zip(self.chunks, self._used)])
 
 
 def resolve_size(size, disp_h: int, disp_w: int) -> tuple[int, int]:
