@@ -35,25 +35,43 @@ def normalise(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def global_shifts(z: np.ndarray) -> np.ndarray:
-    """(N, 2) content displacement (dx, dy) from frame i-1 to frame i; row 0 is zero."""
+    """(N, 2) content displacement (dx, dy) from frame i-1 to frame i by phase correlation, to a
+    fraction of a pixel; row 0 is zero, and so is a pair without a clear peak (a cut).
+
+    All frames are transformed at once (one FFT per frame, not two per pair)."""
     n, h, w = z.shape
     out = np.zeros((n, 2), np.float32)
-    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
-    for i in range(1, n):
-        # phaseCorrelate windows its inputs in place: hand it copies
-        (dx, dy), response = cv2.phaseCorrelate(z[i - 1].copy(), z[i].copy(), win)
-        if response > 0.05 and abs(dx) < w / 3 and abs(dy) < h / 3:
-            out[i] = dx, dy
+    if n < 2:
+        return out
+    win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    spec = np.fft.rfft2(z * win)
+    cross = spec[1:] * np.conj(spec[:-1])
+    cross /= np.abs(cross) + 1e-9
+    corr = np.fft.irfft2(cross, s=(h, w))  # (N-1, h, w); peak at the displacement
+    peak = corr.reshape(n - 1, -1).argmax(axis=1)
+    py, px = np.divmod(peak, w)
+    rows = np.arange(n - 1)
+    # sub-pixel: a parabola through the peak and its two neighbours, per axis
+    c0 = corr[rows, py, px]
+    ym, yp = corr[rows, (py - 1) % h, px], corr[rows, (py + 1) % h, px]
+    xm, xp = corr[rows, py, (px - 1) % w], corr[rows, py, (px + 1) % w]
+    fy = np.clip(0.5 * (ym - yp) / np.minimum(ym - 2 * c0 + yp, -1e-9), -0.5, 0.5)
+    fx = np.clip(0.5 * (xm - xp) / np.minimum(xm - 2 * c0 + xp, -1e-9), -0.5, 0.5)
+    dy = np.where(py > h // 2, py - h, py) + fy
+    dx = np.where(px > w // 2, px - w, px) + fx
+    ok = (c0 > 0.08) & (np.abs(dx) < w / 3) & (np.abs(dy) < h / 3)
+    out[1:, 0] = np.where(ok, dx, 0)
+    out[1:, 1] = np.where(ok, dy, 0)
     return out
 
 
-def _translate(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    ix, iy = int(round(dx)), int(round(dy))
-    if ix == 0 and iy == 0:
-        return img
-    m = np.float32([[1, 0, ix], [0, 1, iy]])
-    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_REPLICATE)
+def shifted(frames: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """frames[idx[k]] with its content moved by (dx[k], dy[k]) whole pixels, edges repeated: one gather."""
+    _, h, w = frames.shape
+    ix, iy = np.rint(dx).astype(np.int64), np.rint(dy).astype(np.int64)
+    rows = np.clip(np.arange(h)[None, :] - iy[:, None], 0, h - 1)
+    cols = np.clip(np.arange(w)[None, :] - ix[:, None], 0, w - 1)
+    return frames[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 def block_diff(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
@@ -85,8 +103,9 @@ def aligned_diff(z: np.ndarray, shifts: np.ndarray, pairs: np.ndarray, radius: i
     if len(pairs) == 0:
         return np.zeros(0, np.float32)
     pos = np.cumsum(shifts, axis=0)
-    src = np.stack([_translate(z[j], *(pos[i] - pos[j])) for i, j in pairs])
-    return block_diff(z[pairs[:, 0]], src, radius)
+    i, j = pairs[:, 0], pairs[:, 1]
+    move = pos[i] - pos[j]
+    return block_diff(z[i], shifted(z, j, move[:, 0], move[:, 1]), radius)
 
 
 def detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
@@ -195,8 +214,9 @@ def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> li
         cs = cs[ok]
         if len(cs) == 0:
             continue
-        a_al = np.stack([_translate(y[c - h], *(pos[c] - pos[c - h])) for c in cs])
-        b_al = np.stack([_translate(y[c + h], *(pos[c] - pos[c + h])) for c in cs])
+        ma, mb = pos[cs] - pos[cs - h], pos[cs] - pos[cs + h]
+        a_al = shifted(y, cs - h, ma[:, 0], ma[:, 1])
+        b_al = shifted(y, cs + h, mb[:, 0], mb[:, 1])
         m = y[cs]
         diff = a_al - b_al
         alpha = ((m - b_al) * diff).sum(axis=(1, 2)) / np.maximum((diff * diff).sum(axis=(1, 2)), 1e-6)
