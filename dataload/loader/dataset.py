@@ -20,7 +20,7 @@ from dataload.loader.config import Bucket, LoaderConfig
 from dataload.loader.decode import decode_clip
 from dataload.loader.plan import PlannedBatch, unit_hash
 from dataload.loader.sources import LATENT_MEMBER, SampleInfo, SourceIndex
-from dataload.shards import _open_binary, read_members
+from dataload.shards import _open_binary, parse_json_member, read_members
 
 _MAX_OPEN = 16
 
@@ -66,18 +66,24 @@ class BatchProducer:
     def _load(self, gid: int, epoch: int) -> dict[str, Any]:
         src, shard, info = self.table.info(gid)
         cfg = self.config
+        main = LATENT_MEMBER if src.kind == "latent" else "mp4"
+        members = read_members(self._file(shard), info.entry, (main, "json", "txt"))
+        meta = parse_json_member(members["json"], f"{shard}:{info.key}")
+        caption = members["txt"].decode("utf-8", "replace") if "txt" in members else meta.get("caption")
+        out: dict[str, Any] = {"meta": meta, "caption": caption if isinstance(caption, str) else ""}
         if src.kind == "latent":
-            data = read_members(self._file(shard), info.entry, (LATENT_MEMBER,))[LATENT_MEMBER]
-            tensors = load_safetensors(data)
-            return {"latents": tensors["latents"], "text": tensors["text"], "text_mask": tensors["text_mask"]}
-        data = read_members(self._file(shard), info.entry, ("mp4",))["mp4"]
+            tensors = load_safetensors(members[main])
+            out.update(latents=tensors["latents"], text=tensors["text"], text_mask=tensors["text_mask"])
+            return out
+        data = members[main]
         # The plan fixed the bucket; the window start is a pure function of (seed, epoch, sample).
         b = self._bucket_for(gid)
         frac = unit_hash(cfg.seed, epoch, "start", src.path, info.key) if cfg.start == "random" else 0.5
         video = decode_clip(data, b, cfg.fps, frac, threads=cfg.decode_threads)
         if cfg.dtype == "float32":
             video = video.float().div_(127.5).sub_(1.0)
-        return {"video": video}
+        out["video"] = video
+        return out
 
     def _bucket_for(self, gid: int) -> Bucket:
         b = self.table.bucket_of[gid]
@@ -106,11 +112,8 @@ class BatchProducer:
 
     def _collate(self, loaded, kind: str, pb: PlannedBatch) -> dict[str, Any]:
         cfg = self.config
-        metas, captions = [], []
-        for gid, _, _ in loaded:
-            _, _, info = self.table.info(gid)
-            metas.append(info.meta)
-            captions.append(info.caption or "")
+        metas = [x["meta"] for _, _, x in loaded]
+        captions = [x["caption"] for _, _, x in loaded]
         out: dict[str, Any] = {"caption": captions, "meta": metas,
                                "pad_mask": torch.tensor([r for _, r, _ in loaded], dtype=torch.bool)}
         packed = cfg.pack_tokens is not None

@@ -92,7 +92,7 @@ class VideoLoader:
                         b = shapes.setdefault(shape, len(shapes))
                         tok = cfg.tokens(tuple(shape[-3:]))  # type: ignore[arg-type]
                     else:
-                        m = info.meta
+                        m = info.facts
                         b = assign_bucket(buckets, m["width"], m["height"], int(m["num_frames"]),
                                           float(m["fps"]), cfg.fps)
                         tok = cfg.tokens((buckets[b].num_frames, buckets[b].height, buckets[b].width)) \

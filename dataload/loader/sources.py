@@ -31,12 +31,16 @@ LATENT_MEMBER = "latents.safetensors"
 LATENT_TENSORS = ("latents", "text", "text_mask")
 
 
+# The only JSON facts the plan needs. The full JSON (which may hold embeddings and caption windows) and
+# the caption are read again with the sample, so the index stays small for millions of clips.
+PLAN_KEYS = ("width", "height", "num_frames", "fps")
+
+
 @dataclass
 class SampleInfo:
     key: str
     entry: SampleEntry
-    meta: dict[str, Any]
-    caption: str | None = None
+    facts: dict[str, Any]
     shapes: dict[str, list[int]] = field(default_factory=dict)  # latent tensors' shapes
 
 
@@ -146,10 +150,8 @@ def _sample_info(f, e: SampleEntry, kind: str, name: str) -> SampleInfo:
     missing = [m for m in need if m not in e.members]
     if missing:
         raise ShardError(f"misses member(s) {', '.join(missing)}")
-    small = read_members(f, e, tuple(x for x in ("json", "txt") if x in e.members))
-    meta = parse_json_member(small["json"], name)
-    caption = small["txt"].decode("utf-8", "replace") if "txt" in small else meta.get("caption")
-    info = SampleInfo(e.key, e, meta, caption if isinstance(caption, str) else None)
+    meta = parse_json_member(read_members(f, e, ("json",))["json"], name)
+    info = SampleInfo(e.key, e, {k: meta[k] for k in PLAN_KEYS if k in meta})
     if kind == "curated":
         missing_keys = [k for k in CLIP_REQUIRED_KEYS if k not in meta]
         if missing_keys:
