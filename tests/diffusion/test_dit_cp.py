@@ -74,11 +74,13 @@ def _cp_body(rank: int, world_size: int) -> list[str]:
 
 def _fsdp_cases(cfg) -> list[str]:
     """parallelize_dit: FSDP2 over the 2 ranks, as data parallel (one sample each) and as the dp x cp
-    group of a cp=2 layout (same sample, sequence sharded); summed gradients equal one process."""
+    group of a cp=2 layout (same batch, sequence sharded); with the objective's loss convention the
+    summed gradients equal one process."""
     import torch.distributed as dist
 
     from diffusion.dit import VideoDiT
     from diffusion.dit.parallelize import parallelize_dit
+    from diffusion.objective import FlowMatching
     from parallel.attention import ContextParallel
 
     rank = dist.get_rank()
@@ -90,7 +92,13 @@ def _fsdp_cases(cfg) -> list[str]:
 
     torch.manual_seed(0)
     ref = VideoDiT(cfg).double()
-    ref_loss = (ref(x, t, text) * w).sum()
+    # the objective's convention: each rank's loss is sum(its masked errors) / global element count, and
+    # summed gradients equal the one-process masked mean (uneven masks: sample 1 counts a quarter)
+    fm = FlowMatching()
+    mask = torch.ones(2, 1, *x.shape[2:], dtype=torch.float64)
+    mask[1, :, :, :, 3:] = 0
+    mask[1, :, 1:] = 0
+    ref_loss = fm.loss(ref(x, t, text), w, mask)
     ref_loss.backward()
     ref_grads = {n: p.grad for n, p in ref.named_parameters()}
     names = []
@@ -99,11 +107,14 @@ def _fsdp_cases(cfg) -> list[str]:
         model = VideoDiT(cfg).double()
         cp = None if cp_mode is None else ContextParallel(group=dist.group.WORLD, mode=cp_mode)
         parallelize_dit(model, dist.group.WORLD, cp)
-        if cp is None:  # data parallel: this rank's sample is its share of the global loss
+        if cp is None:  # data parallel: one sample per rank, normalised by the global count
             sl = slice(rank, rank + 1)
-            loss = (model(x[sl], t[sl], text[sl]) * w[sl]).sum()
-        else:  # context parallel: both ranks hold the whole sample; the reduction sums partial grads
-            loss = (model(x, t, text) * w).sum()
+            pred = model(x[sl], t[sl], text[sl])
+            norm = FlowMatching.global_normalizer(pred, mask[sl], dist.group.WORLD)
+            assert norm.item() == mask.sum().item() * cfg.out_channels
+            loss = fm.loss(pred, w[sl], mask[sl], normalizer=norm)
+        else:  # context parallel: both ranks hold the whole batch; the reduction sums partial grads
+            loss = fm.loss(model(x, t, text), w, mask)
         loss.backward()
         for n, p in model.named_parameters():
             full = p.grad.full_tensor()
