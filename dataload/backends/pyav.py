@@ -19,7 +19,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from dataload.backends.selection import GridSelector
-from dataload.backends.swscale import SWS_AREA, SWS_BICUBIC, SWS_BILINEAR, SwsConverter
+from dataload.backends.swscale import SWS_BILINEAR, SwsConverter
 from dataload.errors import CorruptVideoError, VideoError
 from dataload.video_info import StreamInfo, display_size
 
@@ -174,7 +174,8 @@ class PyAVReadMixin:
                         hint = int(self.scan.times.size)
                     sink = FrameSink(conv.shape, hint, out)
                     cores = os.cpu_count() or 1
-                    if self.threads != 1 and cores > 1:
+                    # luma conversion is too cheap to be worth a hand-off between threads
+                    if self.threads != 1 and cores > 1 and not luma:
                         pipe = ConvertThread(lambda: self.converter(size, luma), workers=min(2, cores))
                 if pipe is not None:
                     pipe.put(d.frame, sink.slot())
@@ -464,11 +465,10 @@ class FrameConverter:
             return self._direct_sws
         if key in self._direct_off:
             return None
-        shrink = self.scale_w * self.scale_h < frame.width * frame.height
+        # Only plain conversions go direct (bit-identical to PyAV); resizing keeps PyAV's scaler,
+        # whose filters differ from the legacy sws_scale entry point's.
         same = (self.scale_w, self.scale_h) == (frame.width, frame.height)
-        # the same filters as the PyAV path below: bilinear (PyAV's default) when only converting
-        flags = SWS_BILINEAR if same else SWS_AREA if shrink else SWS_BICUBIC
-        sws = SwsConverter.create(frame, self.scale_w, self.scale_h, "rgb24", flags)
+        sws = SwsConverter.create(frame, frame.width, frame.height, "rgb24", SWS_BILINEAR) if same else None
         if sws is None:
             self._direct_off.add(key)
         self._direct_sws = sws

@@ -64,6 +64,7 @@ class SwsConverter:
     def __init__(self, lib: _Lib, ctx: int, key: tuple, dst_w: int, dst_h: int, channels: int):
         self._lib, self._ctx, self.key = lib, ctx, key
         self.dst_w, self.dst_h, self.channels = dst_w, dst_h, channels
+        self._scratch: np.ndarray | None = None
 
     @staticmethod
     def key_of(frame: av.VideoFrame) -> tuple:
@@ -73,7 +74,10 @@ class SwsConverter:
     def create(cls, frame: av.VideoFrame, dst_w: int, dst_h: int, dst_format: str = "rgb24",
                flags: int = SWS_BILINEAR) -> "SwsConverter | None":
         lib = _lib()
-        if lib is None or len(frame.planes) > 4:
+        # swscale's SIMD converters work in blocks of up to 32 pixels and, when a row is not a whole
+        # number of blocks, either write past it or leave its last pixels unconverted: other widths
+        # take PyAV's path.
+        if lib is None or len(frame.planes) > 4 or frame.width % 32 or dst_w % 32:
             return None
         src_fmt, dst_fmt = lib.pix_fmt(frame.format.name), lib.pix_fmt(dst_format)
         if src_fmt < 0 or dst_fmt < 0:
@@ -91,18 +95,40 @@ class SwsConverter:
         return cls(lib, ctx, cls.key_of(frame), dst_w, dst_h, channels)
 
     def __call__(self, frame: av.VideoFrame, dst: np.ndarray) -> np.ndarray:
-        """Convert `frame` into `dst` (C-contiguous rows, shape (dst_h, dst_w[, 3]), uint8)."""
+        """Convert `frame` into `dst` (C-contiguous rows, shape (dst_h, dst_w[, 3]), uint8).
+
+        swscale's SIMD writes whole blocks of pixels, so a row can run a few bytes past its end. That
+        lands in the next row (written later) except after the last row: the last rows therefore go
+        through a padded scratch buffer and are copied in. Needs a same-size conversion (rows map 1:1).
+        """
+        if (self.dst_w, self.dst_h) != (frame.width, frame.height):
+            raise ValueError("direct conversion writes rows in place; it does not resize")
+        if dst.strides[-1] != 1 or (dst.ndim == 3 and dst.strides[1] != 3):
+            raise ValueError("destination rows must be contiguous")
         planes = frame.planes
         bufs = [np.frombuffer(p, np.uint8) for p in planes]  # keeps the planes alive for the call
         n = len(bufs)
         src = self._lib.p4(*[b.ctypes.data for b in bufs], *([None] * (4 - n)))
         src_stride = self._lib.i4(*[p.line_size for p in planes], *([0] * (4 - n)))
-        if dst.strides[-1] != 1 or (dst.ndim == 3 and dst.strides[1] != 3):
-            raise ValueError("destination rows must be contiguous")
-        out = self._lib.p4(dst.ctypes.data, None, None, None)
-        out_stride = self._lib.i4(dst.strides[0], 0, 0, 0)
-        self._lib.sws.sws_scale(self._ctx, src, src_stride, 0, frame.height, out, out_stride)
+        h, row = frame.height, dst.strides[0]
+        tail = 2 if h > 2 and h % 2 == 0 else h  # an even split keeps 4:2:0 chroma rows whole
+        head = h - tail
+        if head:
+            self._scale(src, src_stride, 0, head, dst.ctypes.data, row)
+        if self._scratch is None or self._scratch.size < tail * row + 256:
+            self._scratch = np.empty(tail * row + 256, np.uint8)
+        if head:  # a slice's source pointers start at its own first row (per plane: subsampled rows)
+            src = self._lib.p4(*[b.ctypes.data + (head * p.height // h) * p.line_size
+                                 for b, p in zip(bufs, planes)], *([None] * (4 - n)))
+        # swscale writes slice rows at base + y * stride: aim that at the scratch buffer
+        self._scale(src, src_stride, head, tail, self._scratch.ctypes.data - head * row, row)
+        rows = dst.reshape(h, -1)[head:]
+        rows[...] = self._scratch[: tail * row].reshape(tail, row)[:, : rows.shape[1]]
         return dst
+
+    def _scale(self, src, src_stride, y: int, rows: int, base: int, stride: int) -> None:
+        out = self._lib.p4(base, None, None, None)
+        self._lib.sws.sws_scale(self._ctx, src, src_stride, y, rows, out, self._lib.i4(stride, 0, 0, 0))
 
     def close(self) -> None:
         if self._ctx:

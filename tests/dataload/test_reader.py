@@ -183,3 +183,35 @@ def test_truncated_copy(real_videos_dir, tmp_path):
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(VideoError, match="truncated"):
         VideoReader(tmp_path / "cut.mp4")
+
+
+@pytest.mark.parametrize("width", [64, 70])  # direct swscale path; PyAV path (not whole SIMD blocks)
+def test_out_buffer_reused_and_rows_never_overrun(tmp_path, width):
+    import av
+
+    path = write(tmp_path / "odd.mp4", cfr_times(6, 25), size=(30, width))
+    with av.open(str(path)) as c:
+        ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    with VideoReader(path, backend="pyav") as r:
+        out = torch.full((8, 30, width, 3), 7, dtype=torch.uint8)
+        got = r.read(out=out)
+        assert np.array_equal(r.read().numpy(), ref)
+    assert got.data_ptr() == out.data_ptr() and tuple(got.shape) == (6, 30, width, 3)
+    assert np.array_equal(got.numpy(), ref) and [frame_index(a) for a in ref] == list(range(6))
+    assert (out[6:] == 7).all()  # the spare slots are untouched
+    with VideoReader(path, backend="pyav") as r, pytest.raises(ValueError, match="out"):
+        r.read(out=torch.zeros((3, 30, width, 3), dtype=torch.uint8))
+
+
+@pytest.mark.real_videos
+def test_native_rgb_is_bit_identical_to_pyav(real_videos_dir):
+    import av
+
+    for name in ("bikes.mp4", "flipping_a_pancake.mkv", "nasa_13013.mp4", "no_duration.webm", "test.avi"):
+        path = real_videos_dir / name
+        with VideoReader(path, backend="pyav") as r:
+            ours = r.read().numpy()
+            stream_index = r.info.stream_index
+        with av.open(str(path)) as c:
+            ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams[stream_index])])
+        assert ours.shape == ref.shape and np.array_equal(ours, ref), name
