@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,13 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
 def load_weights(path: Path, model: nn.Module, *, prefer_ema: bool = True) -> str:
     """Load a checkpoint's weights into an unsharded model without a process group; returns "ema"/"model"."""
     path = Path(path)
+    with warnings.catch_warnings():
+        # loading in one process on purpose; DCP warns about it even with no_dist=True
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+        return _load_weights(path, model, prefer_ema)
+
+
+def _load_weights(path: Path, model: nn.Module, prefer_ema: bool) -> str:
     reader = dcp.FileSystemReader(str(path))
     keys = reader.read_metadata().state_dict_metadata.keys()
     has_ema = any(k.startswith("ema.") for k in keys)
