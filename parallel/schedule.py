@@ -24,6 +24,7 @@ from torch import nn
 
 from parallel.boundary import ColocatedBoundary, P2PBoundary
 from parallel.comm import CommStats
+from parallel.errors import LayoutError
 from parallel.layout import BuiltLayout
 
 GRAD_DIMS = ("dp", "cp")
@@ -59,6 +60,10 @@ CountFn = Callable[[Any, BuiltLayout], int]
 class HeteroSchedule:
     def __init__(self, encoder: Stage, backbone: Stage, boundary: ColocatedBoundary | P2PBoundary,
                  max_grad_norm: float | None = 1.0, union_group=None, stats: CommStats | None = None):
+        for st in (encoder, backbone):
+            if st.layout.layout.tp != 1:
+                raise LayoutError(f"layout {st.layout.name!r}: tp={st.layout.layout.tp}, but the schedule has no "
+                                  f"tensor-parallel layers; use tp=1")
         self.encoder, self.backbone, self.boundary = encoder, backbone, boundary
         self.stats = stats  # counts gradient-reduction bytes when set
         self.max_grad_norm = max_grad_norm
