@@ -39,7 +39,9 @@ class SplitConfig:
     dissolve_min_change: float = 0.5  # the two ends of a dissolve differ at least like a cut does
     # transnetv2
     transnet_threshold: float = 0.5
-    transnet_batch_windows: int = 8  # 100-frame windows per forward pass
+    # 100-frame windows per forward pass; 0 picks: 16 on a GPU (batching fills it), 1 on a CPU
+    # (measured: batching windows is slower there, the convolutions already fill the cores)
+    transnet_batch_windows: int = 0
     device: str = "auto"  # auto: cuda when present, else cpu
 
     def __post_init__(self) -> None:

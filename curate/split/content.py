@@ -125,17 +125,29 @@ def detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[
         in_fade[max(s - 1, 0):e + 1] = True
     # a black or flat frame makes the normalised difference meaningless (noise blown up)
     flat = std < cfg.dark_std
-    hard = _hard_cuts(z, d, shifts, flat, in_fade, cfg)
-    dissolves = _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg)
+    hard, wide = _hard_cuts(z, d, shifts, flat, in_fade, cfg)
+    dissolves = _merge(_dissolves(frames, z, d, shifts, std, hard, in_fade, cfg) + wide)
     transitions = sorted(fades + dissolves)
     cuts = sorted(set(hard) | {e for _, e in transitions})
     return [c for c in cuts if 0 < c < n], transitions
 
 
-def _hard_cuts(z, d, shifts, flat, in_fade, cfg: SplitConfig) -> list[int]:
+def _extent(d: np.ndarray, i: int, level: float) -> tuple[int, int]:
+    """The run of differences above `level` around d[i]: (first, last) indices."""
+    lo, hi = i, i
+    while lo - 1 >= 1 and d[lo - 1] > level:
+        lo -= 1
+    while hi + 1 < len(d) and d[hi + 1] > level:
+        hi += 1
+    return lo, hi
+
+
+def _hard_cuts(z, d, shifts, flat, in_fade, cfg: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
+    """Hard cuts, and fast gradual transitions: a peak of the difference that is wide (more than two
+    frames above half its height) is a short dissolve or wipe, reported with its frames."""
     n = len(d)
     w = cfg.baseline_window
-    cands = []
+    cands, wide = [], []
     for i in range(1, n):
         if d[i] < cfg.cut_threshold or in_fade[i] or flat[i] or flat[i - 1]:
             continue
@@ -146,9 +158,14 @@ def _hard_cuts(z, d, shifts, flat, in_fade, cfg: SplitConfig) -> list[int]:
             continue
         if i + 1 < n and d[i + 1] > d[i]:
             continue  # the next frame changes more: the cut is there (keeps one cut per boundary)
-        cands.append(i)
+        a, b = _extent(d, i, base + (d[i] - base) / 2)
+        if b - a + 1 <= 2:
+            cands.append(i)
+        else:
+            a, b = _extent(d, i, base + (d[i] - base) / 4)
+            wide.append((max(a - 1, 1), min(b + 1, n - 1)))  # the frames that changed
     if not cands:
-        return []
+        return [], wide
     # A flash (or a one-off glitch) changes the picture and then returns to it: compare the frame
     # before the candidate with the frames just after it.
     pairs, owner = [], []
@@ -159,7 +176,17 @@ def _hard_cuts(z, d, shifts, flat, in_fade, cfg: SplitConfig) -> list[int]:
                 owner.append(i)
     back = aligned_diff(z, shifts, np.array(pairs, int).reshape(-1, 2), cfg.search_px + 1)
     returns = {i for i, b in zip(owner, back) if b < 0.5 * cfg.cut_threshold}
-    return [i for i in cands if i not in returns]
+    return [i for i in cands if i not in returns], wide
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
 
 
 def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[int, int]]:

@@ -77,7 +77,7 @@ class TransNetSplitter:
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         wins = self.windows(x)
         out = []
-        b = max(1, int(self.config.transnet_batch_windows))
+        b = int(self.config.transnet_batch_windows) or (16 if self.device.type == "cuda" else 1)
         for i in range(0, len(wins), b):
             single, _ = self.model.predict_raw(wins[i:i + b].contiguous())
             out.append(single[:, CONTEXT:CONTEXT + STEP, 0].reshape(-1).float().cpu())

@@ -23,10 +23,11 @@ def test_cuts_from_predictions():
 @pytest.mark.slow
 def test_same_predictions_as_package(tmp_path):
     torch.set_num_threads(1)
-    make_video(tmp_path / "t.mp4", [Shot("texture", 20, 1), Shot("pan", 25, 2, speed=3)], [Transition("cut")],
+    # 60 frames: two overlapping windows, run as one batch of two
+    make_video(tmp_path / "t.mp4", [Shot("texture", 20, 1), Shot("pan", 40, 2, speed=3)], [Transition("cut")],
                width=96, height=54, fps=25)
     frames = decode_small(tmp_path / "t.mp4", size=(27, 48), luma=False).frames
-    ours = TransNetSplitter(SplitConfig(device="cpu"))
+    ours = TransNetSplitter(SplitConfig(device="cpu", transnet_batch_windows=2))
     # the package's own windowing and inference, on the same model and frames
     was = torch.are_deterministic_algorithms_enabled()
     single, _ = ours.model.predict_frames(torch.from_numpy(frames), quiet=True)
@@ -36,6 +37,8 @@ def test_same_predictions_as_package(tmp_path):
     assert ours.detect(frames)[0] == [20]
     # windows are the package's: padded with copies of the first and last frames, 100 long, step 50
     w = ours.windows(torch.from_numpy(frames))
-    assert w.shape == (1, 100, 27, 48, 3)
+    assert w.shape == (2, 100, 27, 48, 3)
     assert torch.equal(w[0, :25], torch.from_numpy(frames[:1]).expand(25, -1, -1, -1))
-    assert torch.equal(w[0, 25:70], torch.from_numpy(frames))
+    assert torch.equal(w[0, 25:85], torch.from_numpy(frames))
+    assert torch.equal(w[1, :50], w[0, 50:])
+    assert torch.equal(w[1, 35:], torch.from_numpy(frames[-1:]).expand(65, -1, -1, -1))
