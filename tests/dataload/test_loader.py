@@ -313,3 +313,17 @@ def test_bad_sources_fail_clearly(tmp_path):
         build_loader([str(tmp_path / "empty")], _cfg())
     with pytest.raises(ValueError, match="bucket"):
         LoaderConfig(buckets=[(1, 2, 3, 4)])
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_equal_batch_counts_with_buckets_and_blending(clips, tmp_path_factory, world):  # noqa: F811
+    """Ranks whose slices fill the buckets unevenly still get the same number of batches."""
+    root = tmp_path_factory.mktemp("mix")
+    write_curated(root / "a", clips, 37, 5, tag="a")
+    write_curated(root / "b", clips, 23, 4, kinds=("land",), tag="b")
+    cfg = _cfg(batch_size=3)
+    plans = [_plan_keys(build_loader([(str(root / "a"), 2.0), (str(root / "b"), 1.0)], cfg, rank=r,
+                                     world_size=world)) for r in range(world)]
+    assert len({len(p) for p in plans}) == 1 and len(plans[0]) > 0
+    flat = [k for p in plans for b in p for k in b]
+    assert len(flat) == len(set(flat))
