@@ -33,6 +33,7 @@ def _cmd(videos: Path, out: Path) -> list[str]:
             "--set", "write.max_clips_per_shard=3"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_uninterrupted(videos, tmp_path):
     ref = tmp_path / "ref"
     assert main(["run", str(videos), "--out", str(ref), "--workers", "0",
