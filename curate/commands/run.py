@@ -14,13 +14,18 @@ EXIT_FAILURES = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Outputs: OUT/shards/shard-NNNNNN.tar (clip .mp4/.json/.txt), clips.parquet, sources.parquet, "
+                     "config.yaml, dataset.json, report.md. Exit status: 0 every source done or skipped; 3 the run "
+                     "completed with failed sources; 2 it could not run (missing input, bad config key, "
+                     "unwritable OUT, another config in OUT).")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, folders (searched recursively), globs, list files (.txt), fsspec URLs")
     parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--config", default=None, help="YAML config file (sections as in OUT/config.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set filters.min_motion=0.3 (repeatable)")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: worker processes on this machine (default); ray: a Ray cluster")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (with --executor ray)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: the number of CPU cores)")
