@@ -2,7 +2,8 @@
 
 Frames are chosen by nearest timestamp at the target fps (stream timestamps, so variable frame rate is
 handled), the window placed by a given fraction (random start) or centred. Only chosen frames are
-converted to RGB, scaled by swscale straight to a size that covers the bucket, then centre-cropped.
+converted to RGB, scaled by swscale straight to a size that covers the bucket in display geometry
+(pixel aspect and rotation applied, as the reader does), then centre-cropped.
 PyAV from a BytesIO: shard members are bytes in memory, and the reader in dataload opens paths.
 """
 
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import io
 import math
+from fractions import Fraction
 
 import av
 import numpy as np
 import torch
 
+from dataload.backends.pyav import choose_stream, rotation_of
 from dataload.errors import CorruptVideoError, VideoError
 from dataload.loader.config import Bucket
+from dataload.video_info import display_size
 
 
 def choose_frames(pts: list[int], time_base: float, num_frames: int, fps: float | None,
@@ -51,9 +55,7 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
     except av.FFmpegError as e:
         raise VideoError(f"not a readable video ({e.__class__.__name__}: {e})") from None
     with container:
-        if not container.streams.video:
-            raise VideoError("no video stream")
-        stream = container.streams.video[0]
+        stream = choose_stream(container, "clip", None)  # the reader's rule: most pixels, default, rate
         stream.thread_type = "AUTO"
         if threads > 0:
             stream.thread_count = threads
@@ -71,16 +73,23 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
         for out_i, j in enumerate(idx):
             wanted.setdefault(pts[j], []).append(out_i)
         frames: list[np.ndarray | None] = [None] * len(idx)
-        size = None
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio or Fraction(1)
+        geom: tuple[int, int, int] | None = None  # scale width, scale height (coded orientation), rot90 k
 
         def take(frame) -> None:
-            nonlocal size
+            nonlocal geom
             outs = wanted.pop(frame.pts, None)
             if outs is None:
                 return
-            if size is None:
-                size = _cover_size(frame.width, frame.height, bucket)
-            arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+            if geom is None:
+                # Cover the bucket in display geometry (pixel aspect and rotation applied, DESIGN.md 2);
+                # swscale works in the coded orientation, the quarter turns come after.
+                rot = rotation_of(frame)
+                cw, ch = _cover_size(*display_size(frame.width, frame.height, sar, rot), bucket)
+                geom = (ch, cw, -(rot // 90)) if rot in (90, 270) else (cw, ch, -(rot // 90))
+            arr = frame.to_ndarray(width=geom[0], height=geom[1], format="rgb24")
+            if geom[2] % 4:
+                arr = np.ascontiguousarray(np.rot90(arr, geom[2]))
             for o in outs:
                 frames[o] = arr
 
