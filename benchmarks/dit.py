@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent", default=None, help="latent F,H,W (default per preset)")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute blocks in backward in both models (long sequences on a GPU)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 by default: stable timings on a shared machine; 0 = torch's)")
 
@@ -72,6 +74,9 @@ def run(args) -> BenchResult:
     ours = from_diffusers(ref)
     ref.to(device=device, dtype=dtype).train()
     ours.to(device=device, dtype=dtype).train()
+    if args.activation_checkpointing:
+        ref.enable_gradient_checkpointing()
+        ours.enable_activation_checkpointing()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, cfg.in_channels, *latent, generator=g).to(device, dtype)
     t = (torch.rand(batch, generator=g) * 1000).to(device)
@@ -108,7 +113,9 @@ def run(args) -> BenchResult:
     notes = [f"preset={preset} device={device} dtype={str(dtype).removeprefix('torch.')} params={n_params / 1e6:.1f}M "
              f"layers={cfg.num_layers} dim={cfg.dim} threads={torch.get_num_threads()} batch={batch} "
              f"latent={latent} tokens={tokens} text={text_len}",
-             f"forward max |videodit - diffusers| = {diff:.2e}; repeats={args.repeats} (interleaved)"]
+             f"forward max |videodit - diffusers| = {diff:.2e}; repeats={args.repeats} (interleaved); "
+             f"activation checkpointing={'on' if args.activation_checkpointing else 'off'}; MFU counts model "
+             "FLOPs (3x forward), not recomputation"]
     return BenchResult(name="dit", columns=["model", "median_s", "min_s", "tokens_per_s", "TFLOPS", "MFU"],
                        rows=rows, ratios={"videodit speedup over diffusers": speedup}, notes=notes,
                        extra={"max_abs_diff": diff, "tokens": tokens, "flops_per_step": flops})
