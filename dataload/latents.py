@@ -129,8 +129,22 @@ def _progress(total: int, enabled: bool) -> Callable[[int], None]:
 def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn, cfg: LoaderConfig,
                   buckets) -> tuple[int, list[tuple[str, str]]]:
     skipped: list[tuple[str, str]] = []
-    items: list[tuple[str, dict[str, Any], str, int]] = []  # key, meta, caption, bucket
-    videos: dict[str, torch.Tensor] = {}
+    order: list[str] = []  # keys in input order
+    encoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    # Decoded clips wait per bucket only until a batch is full: memory holds one batch per bucket, not
+    # the shard (a shard of 480p clips would not fit).
+    pending: dict[int, list[tuple[str, dict[str, Any], str, torch.Tensor]]] = {}
+
+    def encode(chunk) -> None:
+        res = encode_fn(torch.stack([v for *_, v in chunk]), [c for _, _, c, _ in chunk])
+        missing = [t for t in LATENT_TENSORS if t not in res]
+        if missing:
+            raise ValueError(f"encode_fn returned no {', '.join(missing)}")
+        for i, (key, meta, caption, _) in enumerate(chunk):
+            lat, text, mask = res["latents"][i], res["text"][i], res["text_mask"][i]
+            info = dict(meta, latent_shape=list(lat.shape), text_length=int(mask.sum()), caption=caption)
+            encoded[key] = (encode_latent_member(lat, text, mask), info)
+
     try:
         for sample in read_shard(shard):
             key = sample["__key__"]
@@ -144,28 +158,23 @@ def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn,
             except (ShardError, VideoError, ValueError, TypeError, KeyError) as e:
                 skipped.append((f"{shard}:{key}", str(e)))
                 continue
-            videos[key] = v.float().div_(127.5).sub_(1.0) if cfg.dtype == "float32" else v
+            v = v.float().div_(127.5).sub_(1.0) if cfg.dtype == "float32" else v
             caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else meta.get("caption") or ""
-            items.append((key, meta, caption, b))
+            order.append(key)
+            q = pending.setdefault(b, [])
+            q.append((key, meta, caption, v))
+            if len(q) == cfg.batch_size:
+                encode(q)
+                q.clear()
     except ShardError as e:
         skipped.append((shard, f"rest of shard skipped: {e}"))
-    encoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
-    for b in sorted({it[3] for it in items}):
-        group = [it for it in items if it[3] == b]
-        for k in range(0, len(group), cfg.batch_size):
-            chunk = group[k:k + cfg.batch_size]
-            video = torch.stack([videos[key] for key, *_ in chunk])
-            res = encode_fn(video, [c for _, _, c, _ in chunk])
-            missing = [t for t in LATENT_TENSORS if t not in res]
-            if missing:
-                raise ValueError(f"encode_fn returned no {', '.join(missing)}")
-            for i, (key, meta, caption, _) in enumerate(chunk):
-                lat, text, mask = res["latents"][i], res["text"][i], res["text_mask"][i]
-                info = dict(meta, latent_shape=list(lat.shape), text_length=int(mask.sum()), caption=caption)
-                encoded[key] = (encode_latent_member(lat, text, mask), info)
+    for b in sorted(pending):
+        if pending[b]:
+            encode(pending[b])
+    items = order
     if items:
         with ShardWriter(folder, max_samples_per_shard=len(items), prefix=f"latent-{s:03d}-", start_index=j) as w:
-            for key, *_ in items:  # input order, so reruns give identical bytes
+            for key in items:  # input order, so reruns give identical bytes
                 data, info = encoded[key]
                 w.write(key, {LATENT_MEMBER: data, "json": json.dumps(info, sort_keys=True).encode(),
                               "txt": info["caption"].encode()})
