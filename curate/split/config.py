@@ -34,7 +34,7 @@ class SplitConfig:
     dark_std: float = 6.0  # a frame this flat (luma std) ...
     dark_mean: float = 60.0  # ... and this dark is black (the middle of a fade)
     fade_ratio: float = 0.25  # or a frame whose std falls below this fraction of its surroundings'
-    dissolve_halfwidths: tuple[int, ...] = (2, 3, 4, 6, 8, 11, 15)
+    dissolve_halfwidths: tuple[int, ...] = (2, 3, 5, 8, 12)  # blend-test windows (frames either side)
     dissolve_fit: float = 0.5  # blend residual / nearest-endpoint residual must stay below this
     dissolve_min_change: float = 0.5  # the two ends of a dissolve differ at least like a cut does
     # transnetv2

@@ -116,8 +116,14 @@ def detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[
     z, mean, std = normalise(frames)
     shifts = global_shifts(z)
     idx = np.arange(1, n)
+    pairs = np.stack([idx, idx - 1], 1)
     d = np.zeros(n, np.float32)  # d[i]: difference between frame i-1 and frame i
-    d[1:] = aligned_diff(z, shifts, np.stack([idx, idx - 1], 1), cfg.search_px)
+    # Block matching only lowers a difference, and most neighbours already match after global
+    # alignment: search blocks only where the aligned difference is not already small.
+    d[1:] = aligned_diff(z, shifts, pairs, 0)
+    busy = np.flatnonzero(d[1:] > 0.1)
+    if len(busy):
+        d[1 + busy] = aligned_diff(z, shifts, pairs[busy], cfg.search_px)
 
     fades = _fades(mean, std, cfg)
     in_fade = np.zeros(n + 1, bool)
@@ -230,6 +236,7 @@ def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> li
     hard_cum = np.concatenate([[0], np.cumsum(np.isin(np.arange(n), hard))])
     fade_cum = np.concatenate([[0], np.cumsum(in_fade[:n])])
     big = cfg.cut_threshold + cfg.cut_margin
+    d_cum = np.concatenate([[0.0], np.cumsum(d)])
     hits = []  # (center, half-width)
     for h in cfg.dissolve_halfwidths:
         if n <= 2 * h:
@@ -238,6 +245,8 @@ def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> li
         # no hard cut or fade inside the window, no cut-sized jump between neighbours
         ok = (hard_cum[cs + h + 1] - hard_cum[cs - h + 1] == 0) & (fade_cum[cs + h + 1] - fade_cum[cs - h] == 0)
         ok &= np.lib.stride_tricks.sliding_window_view(d[1:], 2 * h).max(axis=1)[cs - h] < big
+        # ... and enough change across it for two different pictures at its ends
+        ok &= d_cum[cs + h + 1] - d_cum[cs - h + 1] >= 0.5 * cfg.dissolve_min_change
         cs = cs[ok]
         if len(cs) == 0:
             continue
