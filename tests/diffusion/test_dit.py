@@ -92,6 +92,18 @@ def test_folder_round_trip_through_diffusers(reference, tmp_path):
         want = reference(x, t, text, return_dict=False)[0]
         assert (back(x, t, text, return_dict=False)[0] - want).abs().max().item() < 1e-5
         assert (again(x, t, text) - want).abs().max().item() < 1e-5
+    # a pipeline folder (weights under transformer/) loads too
+    save_diffusers(model, str(tmp_path / "pipe" / "transformer"))
+    assert from_diffusers(str(tmp_path / "pipe")).config == CFG
+
+
+def test_converter_refuses_incomplete_or_foreign_weights(reference):
+    sd = dict(reference.state_dict())
+    with pytest.raises(KeyError, match="does not use"):
+        from_diffusers({**sd, "blocks.0.attn2.add_k_proj.weight": torch.zeros(1)}, CFG)
+    sd.pop("blocks.1.ffn.net.2.bias")
+    with pytest.raises(KeyError, match="lacks"):
+        from_diffusers(sd, CFG)
 
 
 def test_text_mask_zeroes_padding_like_wan(reference):
