@@ -24,7 +24,7 @@ import torch.distributed as dist
 from diffusion.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from diffusion.config import ExperimentConfig, from_dict, save_config, to_dict
 from diffusion.launch import UserError
-from diffusion.trainer import Trainer, build_parallel_state
+from diffusion.trainer import Trainer, build_parallel_state, reshard
 
 TEXT_ENCODER_DIR = "text_encoder"
 
@@ -264,8 +264,9 @@ def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentCo
     model.eval()
     try:
         for k, prompt in enumerate(prompts):
-            latents = sample_latents(model, conditioner.text_encoder, cfg, prompt=prompt, device=trainer.device,
-                                     dtype=trainer.dtype, frames=cfg.train.sample_frames or None)
+            latents = sample_latents(model, conditioner.text_encoder, conditioner.vae, cfg, prompt=prompt,
+                                     device=trainer.device, dtype=trainer.dtype,
+                                     frames=cfg.train.sample_frames or None)
             if is_main:
                 video = conditioner.vae.decode(latents.float())
                 out = run / "samples" / f"step-{step:07d}-{k}.mp4"
@@ -273,6 +274,7 @@ def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentCo
                 write_video(video[0], out, fps=_fps(cfg))
     finally:
         model.train()
+        reshard(model)
         if backup is not None:
             with torch.no_grad():
                 for n, p in model.named_parameters():

@@ -112,6 +112,16 @@ def shard_model(model: nn.Module, par: ParallelState) -> nn.Module:
     return model
 
 
+def reshard(model: nn.Module) -> None:
+    """Put FSDP2 parameters back to their sharded DTensor form (a no-grad forward leaves the root
+    unsharded), so parameter-wise copies (EMA swap) see shards on every module."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 class Trainer:
     """One model, its optimizer, schedule and EMA; `train_step` takes a conditioned latent batch."""
 

@@ -12,9 +12,11 @@ import torch
 
 from tests.diffusion.test_trainer_helpers import CAPTIONS, curated  # noqa: F401  (session fixture)
 
-# small and quick: 4 frames of 16 x 16 (pixel latents 12 x 4 x 8 x 8), no validation or samples
-FAST = ["--set", "data.num_frames=4", "--set", "data.buckets=[[16, 16]]", "--set", "train.val_every=0",
-        "--set", "train.checkpoint_every=3", "--set", "sampler.steps=3"]
+# small and quick: 4 frames of 16 x 16 (pixel latents 12 x 4 x 8 x 8); validation and a sample video
+# every 3 steps (they must not disturb training: the resume test compares with runs that stop between)
+FAST = ["--set", "data.num_frames=4", "--set", "data.buckets=[[16, 16]]", "--set", "train.val_every=3",
+        "--set", "train.checkpoint_every=3", "--set", "sampler.steps=3", "--set", "train.sample_every=3",
+        "--set", f"train.sample_prompts=[{json.dumps(CAPTIONS[1])}]"]
 STEPS = 6
 
 
@@ -49,6 +51,9 @@ def test_fit_writes_the_run_folder(straight_run):
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     for key in ("step", "loss", "lr", "grad_norm", "samples_per_s"):
         assert key in rec
+    val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in x]
+    assert [v["step"] for v in val] == [3, 6] and all(v["val_loss"] > 0 for v in val)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000003-0.mp4", "step-0000006-0.mp4"]
 
 
 def test_stop_after_and_resume_give_the_same_losses(straight_run, curated, tmp_path):  # noqa: F811
