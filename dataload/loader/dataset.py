@@ -72,7 +72,13 @@ class BatchProducer:
         caption = members["txt"].decode("utf-8", "replace") if "txt" in members else meta.get("caption")
         out: dict[str, Any] = {"meta": meta, "caption": caption if isinstance(caption, str) else ""}
         if src.kind == "latent":
-            tensors = load_safetensors(members[main])
+            try:
+                tensors = load_safetensors(members[main])
+            except Exception as e:  # safetensors has its own error type for bad bytes
+                raise ShardError(f"latents.safetensors is unreadable: {e}") from None
+            missing = [k for k in ("latents", "text", "text_mask") if k not in tensors]
+            if missing:
+                raise ShardError(f"latents.safetensors misses {', '.join(missing)}")
             out.update(latents=tensors["latents"], text=tensors["text"], text_mask=tensors["text_mask"])
             return out
         data = members[main]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -125,3 +126,29 @@ def test_latent_packing(latent_dir):
         assert b["text"].shape[0] == len(lens)
         seen += [m["clip_id"] for m in b["meta"]]
     assert len(seen) == 14 == len(set(seen))
+
+
+def test_corrupt_latent_sample_is_skipped(latent_dir, tmp_path):
+    import shutil
+
+    from dataload.loader import LoaderWarning
+    from dataload.shards import ShardWriter
+
+    out = tmp_path / "lat2"
+    shutil.copytree(latent_dir, out)
+    first = next(read_shard(sorted((out / "shards").glob("*.tar"))[0]))
+    bad = bytearray(first["latents.safetensors"])
+    bad[9:40] = b"x" * 31  # breaks the safetensors header JSON but keeps its length field
+    good = first["latents.safetensors"]
+    with ShardWriter(out / "shards", prefix="zz-") as w:
+        # a broken header is caught by the index, a cut tensor payload only when the sample is read
+        w.write("broken", {"latents.safetensors": good[:8] + bytes(bad[8:]),
+                           "json": json.dumps({"clip_id": "broken"}).encode()})
+        w.write("cut", {"latents.safetensors": good[:-16], "json": json.dumps({"clip_id": "cut"}).encode()})
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        loader = build_loader([str(out)], LoaderConfig(batch_size=1, shuffle_buffer=0))
+        seen = [m["clip_id"] for b in loader for m in b["meta"]]
+    text = " ".join(str(r.message) for r in rec if issubclass(r.category, LoaderWarning))
+    assert "broken" in text and "cut" in text
+    assert "broken" not in seen and "cut" not in seen and len(seen) == 14
