@@ -44,7 +44,9 @@ class FilterStage(Stage):
                 todo.append(clip)
         if not todo:
             return
-        with VideoReader(task.local_path) as reader:
+        # decord's random access is fast but less forgiving of damaged streams: PyAV reads those
+        backend = "pyav" if task.decode_errors else "auto"
+        with VideoReader(task.local_path, backend=backend) as reader:
             for clip in todo:
                 self._score(reader, clip, task)
                 self._judge(clip)
