@@ -27,15 +27,25 @@ def _as_mesh(mesh_or_group):
     return DeviceMesh.from_group(mesh_or_group, device_type=device)
 
 
-def parallelize_dit(model: VideoDiT, dp_mesh=None, cp=None, *, reshard_after_forward: bool = True,
-                    mp_policy=None, gradient_divide_factor: float | None = 1.0,
+def parallelize_dit(model: VideoDiT, dp_mesh=None, cp=None, *, cp_mode: str = "ulysses",
+                    reshard_after_forward: bool = True, mp_policy=None,
+                    gradient_divide_factor: float | None = 1.0,
                     activation_checkpointing: bool | None = None) -> VideoDiT:
     """Apply the plan in place and return the model.
 
-    dp_mesh: a 1-D DeviceMesh or ProcessGroup over the ranks that shard the weights (dp x cp), or None.
+    dp_mesh: a 1-D DeviceMesh or ProcessGroup over the ranks that shard the weights (dp x cp), or a
+    `parallel.layout.BuiltLayout` (its ("dp", "cp") group shards the weights and, unless `cp` is given,
+    its cp group in `cp_mode` shards the sequence), or None.
     cp: a `parallel.attention.ContextParallel` (or None). mp_policy: FSDP2 MixedPrecisionPolicy (bf16
     on GPU). gradient_divide_factor: 1.0 sums gradients (see module doc); None keeps FSDP's mean.
     """
+    from parallel.layout import BuiltLayout
+
+    if isinstance(dp_mesh, BuiltLayout):
+        layout = dp_mesh
+        if cp is None:
+            cp = layout.context_parallel(cp_mode)
+        dp_mesh = layout.group(("dp", "cp")) if layout.size_of(("dp", "cp")) > 1 else None
     model.set_context_parallel(cp)
     if activation_checkpointing is not None:
         model.enable_activation_checkpointing(activation_checkpointing)

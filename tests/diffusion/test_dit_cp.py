@@ -82,6 +82,7 @@ def _fsdp_cases(cfg) -> list[str]:
     from diffusion.dit.parallelize import parallelize_dit
     from diffusion.objective import FlowMatching
     from parallel.attention import ContextParallel
+    from parallel.layout import ParallelLayout
 
     rank = dist.get_rank()
     g = torch.Generator().manual_seed(2)
@@ -102,11 +103,19 @@ def _fsdp_cases(cfg) -> list[str]:
     ref_loss.backward()
     ref_grads = {n: p.grad for n, p in ref.named_parameters()}
     names = []
-    for label, cp_mode in (("fsdp dp=2", None), ("fsdp cp=2", "ring")):
+    # layouts are built collectively, in the same order on every rank
+    layouts = {"dp": ParallelLayout("dit", dp=2).build("gloo"), "cp": ParallelLayout("dit", cp=2).build("gloo")}
+    for label, how in (("fsdp dp=2 (group)", "dp"), ("fsdp cp=2 (group)", "cp"),
+                       ("fsdp dp=2 (layout)", "dp-layout"), ("fsdp cp=2 (layout, ring)", "cp-layout")):
         torch.manual_seed(0)
         model = VideoDiT(cfg).double()
-        cp = None if cp_mode is None else ContextParallel(group=dist.group.WORLD, mode=cp_mode)
-        parallelize_dit(model, dist.group.WORLD, cp)
+        if how.endswith("layout"):
+            parallelize_dit(model, layouts[how[:2]], cp_mode="ring")
+        else:
+            parallelize_dit(model, dist.group.WORLD,
+                            ContextParallel(group=dist.group.WORLD, mode="ulysses") if how == "cp" else None)
+        cp = model._cp
+        assert (cp is not None) == how.startswith("cp"), f"{label}: context parallel not set as planned"
         if cp is None:  # data parallel: one sample per rank, normalised by the global count
             sl = slice(rank, rank + 1)
             pred = model(x[sl], t[sl], text[sl])
@@ -126,4 +135,4 @@ def _fsdp_cases(cfg) -> list[str]:
 @pytest.mark.distributed
 def test_context_parallel_matches_one_rank():
     results = run_ranks(_cp_body, world_size=2)
-    assert all(len(r) == 6 for r in results)
+    assert all(len(r) == 8 for r in results)
