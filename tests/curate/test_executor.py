@@ -78,3 +78,17 @@ def test_every_task_once_in_worker_processes():
 def test_inline_mode_runs_in_this_process():
     results, _, _ = _run(["a", "b"], workers=0)
     assert [t.codec.split(":")[0] for t in results] == [str(os.getpid())] * 2
+
+
+def test_standard_pipeline_stages(tmp_path):
+    from curate.config import load_config
+    from curate.pipeline import build_pipeline
+
+    pipe = build_pipeline(load_config(), str(tmp_path))
+    assert pipe.names == ["probe", "split", "filter", "caption", "transcode", "commit"]
+    assert pipe.dataset_steps == []
+    for stage in pipe.stages:
+        assert stage.resources.cpus > 0 and stage.resources.batch_size >= 1
+    dedup = build_pipeline(load_config(None, ["models.dedup.enabled=true", "models.dedup.semantic=false"]),
+                           str(tmp_path))
+    assert [s.name for s in dedup.dataset_steps] == ["dedup"]

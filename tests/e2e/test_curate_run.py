@@ -165,6 +165,13 @@ def test_bad_inputs_fail_and_the_run_goes_on(corpus, tmp_path, capsys):
     for name in ["empty.mp4", "text.mp4", "truncated.mp4", "dangling.mp4"]:
         assert src[name]["status"] == "failed" and src[name]["reason"], name
     assert "0 bytes" in src["empty.mp4"]["reason"]
+    # failed sources are retried by the next run (their cause may be gone); done ones are not redone
+    shutil.copy(corpus / "more" / "two.mp4", bad / "empty.mp4")
+    rc, stdout, _ = curate(capsys, bad, "--out", tmp_path / "out", "--workers", "0")
+    assert rc == 3 and "4 processed now, 1 resumed" in stdout
+    assert stdout.strip().splitlines()[-1].startswith("3 of 5 sources failed")
+    src = {Path(r["source"]).name: r for r in pq.read_table(tmp_path / "out" / "sources.parquet").to_pylist()}
+    assert src["empty.mp4"]["status"] == "done" and src["empty.mp4"]["reason"] is None
 
 
 def test_resume_with_added_inputs(corpus, curated, tmp_path, capsys):
