@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion.dit.rope import apply_rope
+from parallel.attention import cp_attention
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp=None, *, key_mask: torch.Tensor | None = None,
@@ -21,8 +22,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp=None, *, key_ma
     multiple of the group; padded keys are ignored).
     """
     if cp is not None:
-        from parallel.attention import cp_attention  # parallel is only needed once CP is on
-
         return cp_attention(q, k, v, cp, mask=key_mask, seq_len=seq_len)
     mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),

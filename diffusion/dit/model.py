@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from diffusion.dit.attention import CrossAttention, SelfAttention
 from diffusion.dit.config import DiTConfig
 from diffusion.dit.rope import rope_angles, rope_cos_sin
+from parallel.sequence import gather_sequence, shard_sequence
 
 
 def _layer_norm32(x: torch.Tensor, eps: float, weight=None, bias=None) -> torch.Tensor:
@@ -148,8 +149,6 @@ class VideoDiT(nn.Module):
 
         cp = self._cp
         if cp is not None:
-            from parallel.sequence import shard_sequence
-
             tokens = shard_sequence(tokens, 1, cp.group)
             cos = shard_sequence(cos, 0, cp.group)
             sin = shard_sequence(sin, 0, cp.group)
@@ -163,8 +162,6 @@ class VideoDiT(nn.Module):
 
         out = self.head(tokens, temb32)  # (B, S_local, pt*ph*pw*C_out)
         if cp is not None:
-            from parallel.sequence import gather_sequence
-
             # every CP rank computes the loss on the whole gathered output (counted once per CP group),
             # so backward hands each rank its own slice of the gradient ("split"); summing parameter
             # gradients over the group then gives the single-rank gradient
