@@ -61,3 +61,25 @@ def test_real_fallbacks(real_videos_dir):
     with VideoReader(real_videos_dir / "corrupted.mp4", backend="decord") as r:
         x = r.read(indices=list(range(40)), size=(18, 32))
         assert len(x) == 40 and r.decode_errors == 1
+
+
+def test_auto_uses_decord_for_sparse_reads_only(vids):
+    with VideoReader(vids["h264"]) as r:
+        assert r.backend == "pyav"
+        full = r.read(size=(12, 16))
+        assert r.backend == "pyav" and len(full) == 24
+        sparse = r.read(indices=[2, 20])
+        assert r.backend == "decord" and [frame_index(a) for a in sparse.numpy()] == [2, 20]
+    with VideoReader(vids["h264"], strict=True) as r:
+        r.read(indices=[2])
+        assert r.backend == "pyav"  # strict decoding needs FFmpeg's per-packet error reports
+
+
+def test_dali_without_dali_is_one_clear_error(vids):
+    from dataload.backends.dali import dali_available
+    from dataload.errors import VideoError
+
+    if dali_available():
+        pytest.skip("DALI and a GPU are present")
+    with pytest.raises(VideoError, match="needs nvidia-dali"):
+        VideoReader(vids["h264"], backend="dali")
