@@ -108,7 +108,7 @@ def sample(model_fn: ModelFn, shape, text: torch.Tensor, text_mask: torch.Tensor
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="sampling", leave=False)
+        steps = tqdm(steps, desc="sampling", leave=False, disable=None)  # None: quiet when not a terminal
     for t in steps:
         xin = x.to(dtype)
         tt = t.expand(b).to(device)
