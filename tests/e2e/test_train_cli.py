@@ -97,6 +97,7 @@ def _frames(path: Path) -> np.ndarray:
     return read_video(path).astype(np.int16)
 
 
+@pytest.mark.distributed
 def test_generate_cp2_equals_one_rank_and_export_equals_run(straight_run, tmp_path):
     from diffusion.cli_generate import main
     from diffusion.cli_train import main as train_main
