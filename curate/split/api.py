@@ -94,8 +94,14 @@ def plan_clips(scenes: SceneResult, config: SplitConfig) -> list[tuple[int, int]
         if duration + 1e-9 < config.min_clip_s:
             continue
         pieces = max(1, math.ceil(duration / config.max_clip_s - 1e-9))
-        marks = [t0 + duration * k / pieces for k in range(pieces + 1)]
-        edges = [start] + [_nearest_frame(scenes, m, start, end) for m in marks[1:-1]] + [end]
+        while True:
+            marks = [t0 + duration * k / pieces for k in range(pieces + 1)]
+            edges = [start] + [_nearest_frame(scenes, m, start, end) for m in marks[1:-1]] + [end]
+            # snapping to frames can push a piece past the maximum by a fraction of a frame
+            if pieces >= end - start or all(scenes.time_of(e) - scenes.time_of(s) <= config.max_clip_s + 1e-9
+                                            for s, e in zip(edges[:-1], edges[1:])):
+                break
+            pieces += 1
         for s, e in zip(edges[:-1], edges[1:]):
             if e > s and scenes.time_of(e) - scenes.time_of(s) + 1e-9 >= config.min_clip_s:
                 clips.append((s, e))

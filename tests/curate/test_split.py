@@ -126,3 +126,18 @@ def test_real_videos(real_videos_dir, ground_truth):
     # corrupt input: tolerant decoding, errors counted
     bad = det(real_videos_dir / "corrupted.mp4")
     assert bad.num_frames == 49 and bad.decode_errors >= 1
+
+
+def test_plan_clips_bounds_hold_on_random_vfr_scenes():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(50, 400))
+        times = np.concatenate([[0.0], np.cumsum(rng.uniform(0.01, 0.09, n - 1))])
+        cuts = sorted({int(c) for c in rng.integers(1, n, int(rng.integers(0, 5)))})
+        res = SceneResult(num_frames=n, fps=n / times[-1], cuts=cuts, transitions=[],
+                          scenes=scenes_from_cuts(n, cuts, []), frame_times=times)
+        cfg = SplitConfig(min_clip_s=float(rng.uniform(0.1, 1.0)), max_clip_s=float(rng.uniform(1.0, 3.0)),
+                          trim_frames=int(rng.integers(0, 4)))
+        for s, e in plan_clips(res, cfg):
+            assert cfg.min_clip_s - 1e-9 <= res.time_of(e) - res.time_of(s) <= cfg.max_clip_s + 1e-9
+            assert not any(s < c < e for c in cuts)
