@@ -171,3 +171,18 @@ def test_bad_inputs_raise_clear_errors():
         DiTConfig(dim=50, num_heads=3)
     with pytest.raises(ValueError, match="unsupported Wan variant"):
         config_from_diffusers({**to_diffusers_config(CFG), "image_dim": 1280})
+
+
+@pytest.mark.gpu
+def test_parity_on_cuda_float32_and_bf16(reference):
+    ref = reference.to("cuda")
+    model = from_diffusers(reference).to("cuda").eval()
+    x, t, text = (v.to("cuda") for v in _inputs((1, 4, 4, 16, 16)))
+    with torch.no_grad():
+        want = ref(x, t, text, return_dict=False)[0]
+        assert (model(x, t, text) - want).abs().max().item() < 1e-3  # SDPA kernels differ from CPU's
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            want16 = ref(x, t, text, return_dict=False)[0].float()
+            got16 = model(x, t, text).float()
+    assert ((got16 - want16).abs().max() / want16.abs().max()).item() < 3e-2
+    reference.to("cpu")
