@@ -106,6 +106,7 @@ class Scan:
     coded_height: int
     rotation: int
     sar: Fraction
+    first_pts: int | None = None  # stream ticks of frame 0 (seeking maps times back to ticks)
 
 
 @dataclass
@@ -146,7 +147,7 @@ class PyAVReadMixin:
 
     def iter_range(self, start: float | None, end: float | None, size, luma: bool):
         conv = None
-        for d in self.frames():
+        for d in self.frames(start):
             if end is not None and d.time_s >= end - 1e-9:
                 break
             if start is not None and d.time_s < start - 1e-9:
@@ -162,7 +163,7 @@ class PyAVReadMixin:
         sink = None
         pipe = None
         try:
-            for d in self.frames():
+            for d in self.frames(start):
                 if end is not None and d.time_s >= end - 1e-9:
                     break
                 if start is not None and d.time_s < start - 1e-9:
@@ -203,7 +204,7 @@ class PyAVReadMixin:
                 cache = (i, conv(src.frame))
             out.append(cache[1])
 
-        for d in self.frames():
+        for d in self.frames(start):
             if start is not None and d.time_s < start - 1e-9:
                 continue
             if selector.end is not None and d.time_s >= selector.end - 1e-9:
@@ -234,7 +235,11 @@ class PyAVReadMixin:
         got: dict[int, np.ndarray] = {}
         conv = None
         n = 0
-        for d in self.frames():
+        lowest = min(wanted) if wanted else 0
+        start = None
+        if self.scan is not None and 0 < lowest < self.scan.times.size:
+            start = float(self.scan.times[lowest])  # lets the pass seek when timestamps are known
+        for d in self.frames(start):
             n = d.index + 1
             if d.index in wanted:
                 if conv is None:
@@ -278,6 +283,8 @@ class PyAVSource(PyAVReadMixin):
             self.coded_size: tuple[int, int] | None = None  # (w, h), known after the first frame
             self.scan: Scan | None = None
             self._pass: _PassState | None = None
+            self.seeks = 0  # passes that started with a seek
+            self.seek_fallbacks = 0  # ... of which went back to decoding from the start
             self._used = False
         except BaseException:
             self._container.close()
@@ -357,29 +364,66 @@ class PyAVSource(PyAVReadMixin):
                 yield frame
         state.complete = True
 
-    def frames(self) -> Iterator[Decoded]:
-        """Every decoded frame from the start: (index, seconds from the first frame, picture).
+    def frames(self, start_s: float | None = None) -> Iterator[Decoded]:
+        """Every decoded frame in order: (index, seconds from the first frame, picture).
 
-        Runs one pass; when it reaches the end its timestamps become `self.scan` (a later `info`
-        or `timestamps()` costs nothing)."""
+        With `start_s` and timestamps already known (a full pass ran: `info`, `timestamps()`),
+        the pass seeks to the key frame before `start_s` and numbers frames from the known
+        timestamps; frames before `start_s` may still come (callers filter). Should the frames
+        after the seek not line up with the known ones (damaged files decode differently), it
+        decodes from the start instead. A pass from the start that reaches the end records its
+        timestamps as `self.scan`."""
+        scan = self.scan
+        if start_s and scan is not None and scan.first_pts is not None:
+            first = int(np.searchsorted(scan.times, start_s - 1e-9))
+            if 0 < first < scan.times.size:
+                self.seeks += 1
+                resume = yield from self._decode(seek_index=first)
+                if resume is None:
+                    return
+                self.seek_fallbacks += 1
+                yield from self._decode(skip_below=resume)
+                return
+        yield from self._decode()
+
+    def _decode(self, seek_index: int | None = None, skip_below: int = 0):
+        """One pass (see `frames`). Returns None when done, or the next frame number to decode
+        from the start when frames after a seek do not match the known timestamps."""
         self._restart()
         state = _PassState()
         self._pass = state
+        seeking = seek_index is not None
+        scan = self.scan
+        if seeking:
+            target = scan.first_pts + int(round(scan.times[seek_index] / self.time_base))
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
         window: deque = deque()
         heap: list[int] = []
-        first_pts: int | None = None
+        first_pts: int | None = scan.first_pts if seeking else None
         prev_pts: int | None = None
         prev_dur: int | None = None
-        index = 0
+        index = 0  # the next frame's number (after a seek: set by the first frame)
+        synced = not seeking
 
-        def emit() -> Decoded:
-            nonlocal first_pts, index
+        def emit():
+            """The next Decoded, or an int (where to resume from the start) on a mismatch."""
+            nonlocal first_pts, index, synced
             frame = window.popleft()
             pts = heapq.heappop(heap)
             if first_pts is None:
                 first_pts = pts
             t = float((pts - first_pts) * self.time_base)
-            state.times.append(t)
+            if seeking:
+                i = int(np.searchsorted(scan.times, t - 1e-9))
+                ok = i < scan.times.size and abs(scan.times[i] - t) < 1e-6
+                if not synced:
+                    if not ok or i > seek_index:
+                        return 0  # landed after the wanted frame, or off the known timeline
+                    index, synced = i, True
+                elif not ok or i != index:
+                    return index
+            else:
+                state.times.append(t)
             out = Decoded(index, t, frame)
             index += 1
             return out
@@ -398,10 +442,18 @@ class PyAVSource(PyAVReadMixin):
             window.append(frame)
             heapq.heappush(heap, pts)
             if len(window) > _REORDER_DEPTH:
-                yield emit()
+                d = emit()
+                if isinstance(d, int):
+                    return d
+                if d.index >= skip_below:
+                    yield d
         while window:
-            yield emit()
-        if state.complete:
+            d = emit()
+            if isinstance(d, int):
+                return d
+            if d.index >= skip_below:
+                yield d
+        if state.complete and not seeking and not skip_below:
             if not state.times:
                 raise VideoError(f"{self.path}: no decodable video frames"
                                  + (f" ({state.errors} decode errors)" if state.errors else ""))
@@ -409,7 +461,8 @@ class PyAVSource(PyAVReadMixin):
             w, h = self.coded_size
             self.scan = Scan(times=np.asarray(state.times, dtype=np.float64), last_duration_s=last,
                              decode_errors=state.errors, coded_width=w, coded_height=h,
-                             rotation=self.rotation or 0, sar=self.sar)
+                             rotation=self.rotation or 0, sar=self.sar, first_pts=first_pts)
+        return None
 
     @property
     def last_pass_errors(self) -> int:

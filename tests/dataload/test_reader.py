@@ -215,3 +215,22 @@ def test_native_rgb_is_bit_identical_to_pyav(real_videos_dir):
         with av.open(str(path)) as c:
             ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams[stream_index])])
         assert ours.shape == ref.shape and np.array_equal(ours, ref), name
+
+
+@pytest.mark.real_videos
+def test_seeking_once_timestamps_are_known(real_videos_dir):
+    """After a full pass, reads from later times seek; the frames and numbers equal a pass from 0."""
+    for name in ("bikes.mp4", "test.avi", "no_duration.webm", "corrupted.mp4"):
+        path = real_videos_dir / name
+        with VideoReader(path, backend="pyav") as fresh, VideoReader(path, backend="pyav") as known:
+            ts = known.timestamps()
+            start = float(ts[int(len(ts) * 0.7)])
+            a = [(i, t) for i, t, _ in fresh.iter_frames(start_s=start, end_s=start + 0.5, size=(12, 16))]
+            b = [(i, t) for i, t, _ in known.iter_frames(start_s=start, end_s=start + 0.5, size=(12, 16))]
+            assert a == b and a, name
+            x = fresh.read(indices=[len(ts) - 1, int(len(ts) * 0.7)], size=(12, 16))
+            y = known.read(indices=[len(ts) - 1, int(len(ts) * 0.7)], size=(12, 16))
+            assert torch.equal(x, y), name
+            assert fresh._pyav.seeks == 0 and known._pyav.seeks == 2, name
+            if name != "corrupted.mp4":
+                assert known._pyav.seek_fallbacks == 0, name
