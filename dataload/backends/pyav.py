@@ -147,7 +147,7 @@ class PyAVReadMixin:
 
     def iter_range(self, start: float | None, end: float | None, size, luma: bool):
         conv = None
-        for d in self.frames(start):
+        for d in self.frames(start, fast=luma and self.fast_luma):
             if end is not None and d.time_s >= end - 1e-9:
                 break
             if start is not None and d.time_s < start - 1e-9:
@@ -163,7 +163,7 @@ class PyAVReadMixin:
         sink = None
         pipe = None
         try:
-            for d in self.frames(start):
+            for d in self.frames(start, fast=luma and self.fast_luma):
                 if end is not None and d.time_s >= end - 1e-9:
                     break
                 if start is not None and d.time_s < start - 1e-9:
@@ -204,7 +204,7 @@ class PyAVReadMixin:
                 cache = (i, conv(src.frame))
             out.append(cache[1])
 
-        for d in self.frames(start):
+        for d in self.frames(start, fast=luma and self.fast_luma):
             if start is not None and d.time_s < start - 1e-9:
                 continue
             if selector.end is not None and d.time_s >= selector.end - 1e-9:
@@ -239,7 +239,7 @@ class PyAVReadMixin:
         start = None
         if self.scan is not None and 0 < lowest < self.scan.times.size:
             start = float(self.scan.times[lowest])  # lets the pass seek when timestamps are known
-        for d in self.frames(start):
+        for d in self.frames(start, fast=luma and self.fast_luma):
             n = d.index + 1
             if d.index in wanted:
                 if conv is None:
@@ -283,6 +283,7 @@ class PyAVSource(PyAVReadMixin):
             self.coded_size: tuple[int, int] | None = None  # (w, h), known after the first frame
             self.scan: Scan | None = None
             self._pass: _PassState | None = None
+            self.fast_luma = False  # luma passes skip non-reference deblocking (see _restart)
             self.seeks = 0  # passes that started with a seek
             self.seek_fallbacks = 0  # ... of which went back to decoding from the start
             self._used = False
@@ -306,8 +307,10 @@ class PyAVSource(PyAVReadMixin):
 
     # -- decoding ---------------------------------------------------------------------------------
 
-    def _restart(self) -> None:
-        """A fresh demuxer and decoder for a new pass from the start."""
+    def _restart(self, fast: bool = False) -> None:
+        """A fresh demuxer and decoder for a new pass from the start. `fast` skips the deblocking
+        filter on pictures no other picture predicts from (their luma moves by at most a level or
+        so; reference pictures, hence every later picture, decode exactly as usual)."""
         if self._used:
             self._container.close()
             self._container = open_container(self.path)
@@ -317,6 +320,8 @@ class PyAVSource(PyAVReadMixin):
         # Frame + slice threads; a count of 0 lets FFmpeg pick one per core.
         st.thread_type = "AUTO"
         st.codec_context.thread_count = max(0, int(self.threads))
+        if fast:
+            st.codec_context.options = {"skip_loop_filter": "noref"}
 
     def _corrupt(self, what: str, where: str) -> CorruptVideoError:
         return CorruptVideoError(f"{self.path}: corrupt video data {where}: {what} "
@@ -364,7 +369,7 @@ class PyAVSource(PyAVReadMixin):
                 yield frame
         state.complete = True
 
-    def frames(self, start_s: float | None = None) -> Iterator[Decoded]:
+    def frames(self, start_s: float | None = None, fast: bool = False) -> Iterator[Decoded]:
         """Every decoded frame in order: (index, seconds from the first frame, picture).
 
         With `start_s` and timestamps already known (a full pass ran: `info`, `timestamps()`),
@@ -378,18 +383,18 @@ class PyAVSource(PyAVReadMixin):
             first = int(np.searchsorted(scan.times, start_s - 1e-9))
             if 0 < first < scan.times.size:
                 self.seeks += 1
-                resume = yield from self._decode(seek_index=first)
+                resume = yield from self._decode(seek_index=first, fast=fast)
                 if resume is None:
                     return
                 self.seek_fallbacks += 1
-                yield from self._decode(skip_below=resume)
+                yield from self._decode(skip_below=resume, fast=fast)
                 return
-        yield from self._decode()
+        yield from self._decode(fast=fast)
 
-    def _decode(self, seek_index: int | None = None, skip_below: int = 0):
+    def _decode(self, seek_index: int | None = None, skip_below: int = 0, fast: bool = False):
         """One pass (see `frames`). Returns None when done, or the next frame number to decode
         from the start when frames after a seek do not match the known timestamps."""
-        self._restart()
+        self._restart(fast)
         state = _PassState()
         self._pass = state
         seeking = seek_index is not None

@@ -234,3 +234,15 @@ def test_seeking_once_timestamps_are_known(real_videos_dir):
             assert fresh._pyav.seeks == 0 and known._pyav.seeks == 2, name
             if name != "corrupted.mp4":
                 assert known._pyav.seek_fallbacks == 0, name
+
+
+@pytest.mark.real_videos
+def test_fast_luma_stays_within_a_level(real_videos_dir):
+    for name in ("bikes.mp4", "nasa_13013.mp4"):
+        path = real_videos_dir / name
+        with VideoReader(path, backend="pyav") as r, VideoReader(path, backend="pyav", fast_luma=True) as f:
+            a = r.read(luma=True, size=(-1, 64)).numpy().astype(int)
+            b = f.read(luma=True, size=(-1, 64)).numpy().astype(int)
+        assert a.shape == b.shape
+        d = np.abs(a - b)
+        assert d.max() <= 2 and d.mean() < 0.05, (name, d.max(), d.mean())
