@@ -175,6 +175,12 @@ def write_report(out: str | Path) -> Path:
                   f"- sources processed in the last run: {stats.get('processed')}, resumed from earlier runs: "
                   f"{stats.get('resumed')}",
                   f"- video hours per wall hour: {stats.get('video_h_per_wall_h', 0.0):.1f}", ""]
+        stage_s = dict(stats.get("stage_seconds") or [])  # in pipeline order
+        total = sum(stage_s.values())
+        if total > 0:
+            lines += ["| stage | worker seconds | share |", "|---|---|---|"]
+            lines += [f"| {n} | {v:.2f} | {100 * v / total:.0f}% |" for n, v in stage_s.items()]
+            lines.append("")
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

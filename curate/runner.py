@@ -125,6 +125,7 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
             todo.append((i, src))
 
     summary = RunSummary(sources=len(sources), processed=len(todo))
+    stage_s: dict[str, float] = {}  # worker seconds per stage, summed over this run's sources
 
     def tasks() -> Iterator[SourceTask]:  # lazy: work dirs appear only as sources enter the pipeline
         for i, src in todo:
@@ -136,6 +137,8 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
         if not Path(task.work_dir or "").is_relative_to(out / "_state" / "sources"):
             commit_task(out, task)  # the worker died before committing: record the failure
         summary.video_s += task.duration_s or 0.0
+        for name, sec in task.stage_seconds.items():
+            stage_s[name] = stage_s.get(name, 0.0) + sec
 
     with ExitStack() as stack:
         show = sys.stderr.isatty() if progress is None else progress
@@ -155,7 +158,8 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
     summary.wall_s = time.perf_counter() - t0
     stats = {"wall_s": summary.wall_s, "workers": workers, "executor": executor, "processed": summary.processed,
              "resumed": summary.sources - summary.processed, "video_s": summary.video_s,
-             "video_h_per_wall_h": summary.video_h_per_wall_h}
+             "video_h_per_wall_h": summary.video_h_per_wall_h,
+             "stage_seconds": [[n, round(stage_s[n], 3)] for n in pipeline.names if n in stage_s]}
     write_outputs(out, committed, cfg.write.max_clips_per_shard, stats)
     write_report(out)
     for task in committed:
