@@ -26,7 +26,25 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _histograms(clips: dict, path: Path) -> None:
+def _thresholds(out: Path) -> dict[str, list[float]]:
+    """The filter thresholds of the run (config.yaml), drawn on the histograms."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    f = cfg.get("filters") or {}
+    aes = ((cfg.get("models") or {}).get("aesthetic") or {})
+    pick = {"motion": ["min_motion"], "jitter": ["max_jitter"], "sharpness": ["min_sharpness"],
+            "brightness": ["min_brightness", "max_brightness"]}
+    lines = {k: [float(f[n]) for n in names if isinstance(f.get(n), (int, float))] for k, names in pick.items()}
+    if aes.get("enabled") and isinstance(aes.get("threshold"), (int, float)):
+        lines["aesthetic"] = [float(aes["threshold"])]
+    return lines
+
+
+def _histograms(clips: dict, path: Path, thresholds: dict[str, list[float]] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 2.8))
@@ -38,6 +56,8 @@ def _histograms(clips: dict, path: Path) -> None:
             bins = np.histogram_bin_edges(vals[ok], bins=20)
             ax.hist([vals[ok & kept], vals[ok & ~kept]], bins=bins, stacked=True, label=["kept", "rejected"],
                     color=["tab:green", "tab:red"])
+            for x in (thresholds or {}).get(name, []):
+                ax.axvline(x, color="black", linestyle="--", linewidth=1)
         else:
             ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(name)
@@ -139,7 +159,7 @@ def write_report(out: str | Path) -> Path:
             funnel.append((f"- {r}", remaining))
     funnel.append(("kept", len(kept_ids)))
 
-    _histograms(clips, out / "scores.png")
+    _histograms(clips, out / "scores.png", _thresholds(out))
     _funnel(funnel, out / "funnel.png")
     n_thumbs = _contact_sheet(out, kept_ids, out / "contact_sheet.png")
 
@@ -164,7 +184,7 @@ def write_report(out: str | Path) -> Path:
         if reasons.get(r):
             lines.append(f"| {r} | {reasons[r]} |")
     lines += ["", "![rejection funnel](funnel.png)", "", "## Scores", "",
-              "Histograms of every scored candidate (green kept, red rejected):", "", "![scores](scores.png)",
+              "Histograms of every scored candidate (green kept, red rejected; dashed: the thresholds):", "", "![scores](scores.png)",
               "", "## Kept clips", "", f"Middle frames of the first {n_thumbs} kept clips:", "",
               "![contact sheet](contact_sheet.png)", ""]
     if stats:
