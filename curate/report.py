@@ -61,7 +61,8 @@ def _histograms(clips: dict, path: Path, thresholds: dict[str, list[float]] | No
         else:
             ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(name)
-    axes[0].legend(fontsize=7)
+    if any(ax.get_legend_handles_labels()[0] for ax in axes[:1]):
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -201,3 +201,27 @@ def test_fsspec_url_inputs(corpus, tmp_path, capsys):
     assert {r["source"] for r in rows} == {"memory:///b2run/clip.mp4"}
     assert [r["reject_reason"] for r in rows] == [None, "static", "blurry", None]
     assert rows[0]["caption"] == "a pan over hills 0"
+
+
+def test_whole_video_rules_skip(tmp_path, capsys):
+    from dataload.synthetic import Shot, make_video
+
+    make_video(tmp_path / "tiny.mp4", [Shot("pan", 30, seed=1)], [], width=48, height=32)
+    make_video(tmp_path / "short.mp4", [Shot("pan", 8, seed=2)], [], width=128, height=72)
+    rc, stdout, _ = curate(capsys, tmp_path / "tiny.mp4", tmp_path / "short.mp4", "--out", tmp_path / "out",
+                           "--workers", "0")
+    assert rc == 0 and "0 done, 0 failed, 2 skipped" in stdout
+    src = {Path(r["source"]).name: r for r in pq.read_table(tmp_path / "out" / "sources.parquet").to_pylist()}
+    assert src["tiny.mp4"]["status"] == "skipped" and src["tiny.mp4"]["reason"].startswith("video_too_small")
+    assert src["short.mp4"]["status"] == "skipped" and src["short.mp4"]["reason"].startswith("video_too_short")
+    assert src["tiny.mp4"]["width"] == 48 and src["short.mp4"]["num_frames"] == 8
+    assert not list((tmp_path / "out" / "shards").iterdir())
+
+
+def test_nvenc_only_when_present(corpus, tmp_path, capsys):
+    from curate.transcode import nvenc_available
+
+    if nvenc_available():
+        pytest.skip("this machine has NVENC; the refusal path cannot be shown")
+    rc, _, err = curate(capsys, corpus / "mixed.mp4", "--out", tmp_path / "out", "--set", "transcode.encoder=nvenc")
+    assert rc == 2 and "h264_nvenc" in err and not (tmp_path / "out").exists()
