@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from av.video.reformatter import VideoReformatter
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
@@ -134,6 +135,7 @@ def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn,
     # Decoded clips wait per bucket only until a batch is full: memory holds one batch per bucket, not
     # the shard (a shard of 480p clips would not fit).
     pending: dict[int, list[tuple[str, dict[str, Any], str, torch.Tensor]]] = {}
+    sws = VideoReformatter()
 
     def encode(chunk) -> None:
         res = encode_fn(torch.stack([v for *_, v in chunk]), [c for _, _, c, _ in chunk])
@@ -154,7 +156,8 @@ def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn,
                                   float(meta["fps"]), cfg.fps)
                 if b is None:
                     raise VideoError("too short for every bucket")
-                v = decode_clip(sample["mp4"], buckets[b], cfg.fps, 0.5, threads=cfg.decode_threads)
+                v = decode_clip(sample["mp4"], buckets[b], cfg.fps, 0.5, threads=cfg.decode_threads,
+                                reformatter=sws)
             except (ShardError, VideoError, ValueError, TypeError, KeyError) as e:
                 skipped.append((f"{shard}:{key}", str(e)))
                 continue

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import torch
+from av.video.reformatter import VideoReformatter
 from safetensors.torch import load as load_safetensors
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -48,6 +49,10 @@ class BatchProducer:
         self.table = table
         self.config = config
         self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self._sws: VideoReformatter | None = None  # one swscale context reused across same-size clips
+
+    def __getstate__(self) -> dict[str, Any]:  # spawned workers: open files and swscale stay behind
+        return {**self.__dict__, "_files": OrderedDict(), "_sws": None}
 
     def _file(self, shard: str) -> BinaryIO:
         f = self._files.pop(shard, None)
@@ -85,7 +90,9 @@ class BatchProducer:
         # The plan fixed the bucket; the window start is a pure function of (seed, epoch, sample).
         b = self._bucket_for(gid)
         frac = unit_hash(cfg.seed, epoch, "start", src.path, info.key) if cfg.start == "random" else 0.5
-        video = decode_clip(data, b, cfg.fps, frac, threads=cfg.decode_threads)
+        if self._sws is None:
+            self._sws = VideoReformatter()
+        video = decode_clip(data, b, cfg.fps, frac, threads=cfg.decode_threads, reformatter=self._sws)
         if cfg.dtype == "float32":
             video = video.float().div_(127.5).sub_(1.0)
         out["video"] = video

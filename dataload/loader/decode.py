@@ -16,6 +16,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from dataload.backends.pyav import choose_stream, rotation_of
 from dataload.errors import CorruptVideoError, VideoError
@@ -49,7 +50,11 @@ def _cover_size(w: int, h: int, bucket: Bucket) -> tuple[int, int]:
 
 
 def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: float,
-                threads: int = 1) -> torch.Tensor:
+                threads: int = 1, reformatter: VideoReformatter | None = None) -> torch.Tensor:
+    """(T, C, H, W) uint8. Pass one `reformatter` for many clips: it keeps its swscale context while the
+    sizes stay the same (`frame.to_ndarray(width=..)` builds a new one per frame, several times slower
+    on small frames)."""
+    sws = reformatter if reformatter is not None else VideoReformatter()
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except av.FFmpegError as e:
@@ -87,7 +92,7 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
                 rot = rotation_of(frame)
                 cw, ch = _cover_size(*display_size(frame.width, frame.height, sar, rot), bucket)
                 geom = (ch, cw, -(rot // 90)) if rot in (90, 270) else (cw, ch, -(rot // 90))
-            arr = frame.to_ndarray(width=geom[0], height=geom[1], format="rgb24")
+            arr = sws.reformat(frame, width=geom[0], height=geom[1], format="rgb24").to_ndarray()
             if geom[2] % 4:
                 arr = np.ascontiguousarray(np.rot90(arr, geom[2]))
             for o in outs:
@@ -109,8 +114,12 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
             for i in range(len(frames)):
                 if frames[i] is None:
                     frames[i] = frames[min(got, key=lambda g: abs(g - i))]
-    video = np.stack(frames)  # (T, h, w, 3)
-    y0 = (video.shape[1] - bucket.height) // 2
-    x0 = (video.shape[2] - bucket.width) // 2
-    video = video[:, y0:y0 + bucket.height, x0:x0 + bucket.width]
-    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2)
+    # One copy: each frame's centre crop goes straight into a contiguous (T, C, H, W) array, so batching
+    # later is a plain memcpy rather than a strided transpose.
+    h0, w0 = frames[0].shape[:2]  # type: ignore[union-attr]
+    y0 = (h0 - bucket.height) // 2
+    x0 = (w0 - bucket.width) // 2
+    video = np.empty((len(frames), 3, bucket.height, bucket.width), dtype=np.uint8)
+    for t, f in enumerate(frames):
+        video[t] = f[y0:y0 + bucket.height, x0:x0 + bucket.width].transpose(2, 0, 1)  # type: ignore[index]
+    return torch.from_numpy(video)
