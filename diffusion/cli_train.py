@@ -99,9 +99,16 @@ def resolve_layout(nproc: int | None, dp: int | None, cp: int) -> tuple[int, int
 
 
 def _check_data(sources: list[tuple[str, float]]) -> None:
+    """Every source exists and holds shards of one known kind (checked before any rank starts)."""
+    from dataload.loader.sources import resolve_source
+
     for path, _ in sources:
         if "://" not in path and not Path(path).exists():
             raise UserError(f"--data {path}: no such file or folder")
+        try:
+            resolve_source(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(f"--data {path}: {exc}") from exc
 
 
 def run_fit(args) -> int:

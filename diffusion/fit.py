@@ -199,7 +199,10 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
                                scheduler=trainer.scheduler)
         start = int(meta["step"])
         if meta.get("loader") is not None:
-            loader.load_state_dict(meta["loader"])
+            try:
+                loader.load_state_dict(meta["loader"])
+            except ValueError as exc:  # other data or loader settings than the checkpoint's
+                raise UserError(f"--resume: {exc}") from exc
         if is_main:
             truncate_metrics(metrics_path, start)
     if dist.is_initialized():

@@ -56,6 +56,9 @@ def test_fit_bad_inputs(curated, tmp_path, capsys):  # noqa: F811
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--stop-after", "9", "--steps", "5"]),
                     "--stop-after")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--cp", "3", "--nproc", "3"]), "num_heads")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_error_line(capsys, main(["fit", "--data", str(empty), "--out", str(tmp_path / "r")]), "no shards")
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "something").write_text("x")
