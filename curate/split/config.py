@@ -80,13 +80,17 @@ class SceneResult:
 
 
 def scenes_from_cuts(num_frames: int, cuts: list[int], transitions: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Scenes between boundaries: from one cut to the next, minus the frames of gradual transitions."""
-    edges = [0] + sorted(c for c in cuts if 0 < c < num_frames) + [num_frames]
-    scenes = []
-    for a, b in zip(edges[:-1], edges[1:]):
-        for ts, te in transitions:
-            if te == b and ts >= a:
-                b = ts  # the frames of a transition ending at this cut belong to no scene
-        if b > a:
-            scenes.append((a, b))
+    """Scenes: the frames between consecutive cuts, without any frame of a gradual transition."""
+    in_transition = np.zeros(num_frames + 1, bool)
+    for ts, te in transitions:
+        in_transition[max(ts, 0):min(te, num_frames)] = True
+    edges = set(c for c in cuts if 0 < c < num_frames)
+    scenes, start = [], None
+    for i in range(num_frames + 1):
+        boundary = i == num_frames or in_transition[i] or i in edges
+        if start is not None and boundary:
+            scenes.append((start, i))
+            start = None
+        if i < num_frames and not in_transition[i] and start is None:
+            start = i
     return scenes

@@ -134,6 +134,8 @@ def detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[
     hard, wide = _hard_cuts(z, d, shifts, flat, in_fade, cfg)
     dissolves = _merge(_dissolves(frames, z, d, shifts, std, hard, in_fade, cfg) + wide)
     transitions = sorted(fades + dissolves)
+    # a hard cut inside a gradual transition is part of it: the transition's end is the cut
+    hard = [c for c in hard if not any(ts <= c < te for ts, te in transitions)]
     cuts = sorted(set(hard) | {e for _, e in transitions})
     return [c for c in cuts if 0 < c < n], transitions
 
