@@ -14,7 +14,7 @@ from benchmarks.harness import BenchResult, median
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--frames", type=int, default=8, help="latent frames")
+    parser.add_argument("--frames", type=int, default=16, help="latent frames (16 x 16 x 16 = 4096 tokens)")
     parser.add_argument("--size", type=int, default=32, help="latent height = width (tokens = F x size/2 x size/2)")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
