@@ -119,7 +119,7 @@ def run(args) -> BenchResult:
         have_decord = False
 
     rows = []
-    rgb_ratio, luma_ratio, cpu_rgb, cpu_luma, fast_ratio, cpu_fast = [], [], [], [], [], []
+    rgb_ratio, luma_ratio, cpu_rgb, cpu_luma, fast_ratio, cpu_fast, luma_vs_plain = [], [], [], [], [], [], []
     for path in files:
         p = str(path)
         frames = ours(p, False, args.luma_width)
@@ -141,6 +141,7 @@ def run(args) -> BenchResult:
         cpu_rgb.append(cfps["ours_rgb"] / cfps["pyav_loop"])
         cpu_luma.append(cfps["ours_luma"] / cfps["ours_rgb"])
         fast_ratio.append(fps["ours_luma_fast"] / fps["ours_rgb"])
+        luma_vs_plain.append(fps["ours_luma"] / fps["pyav_loop"])
         cpu_fast.append(cfps["ours_luma_fast"] / cfps["ours_rgb"])
         rows.append({"file": path.name, "frames": frames, "pyav_loop_fps": fps["pyav_loop"],
                      "decord_fps": fps.get("decord_batch"), "ours_rgb_fps": fps["ours_rgb"],
@@ -150,6 +151,7 @@ def run(args) -> BenchResult:
                      "cpu_rgb_vs_pyav": cpu_rgb[-1], "cpu_luma_vs_rgb": cpu_luma[-1]})
     ratios = {"ours_rgb / pyav_loop (median over files)": statistics.median(rgb_ratio),
               "ours_luma / ours_rgb (median over files)": statistics.median(luma_ratio),
+              "ours_luma / pyav_loop (median over files)": statistics.median(luma_vs_plain),
               "ours_rgb / pyav_loop (1080p)": rgb_ratio[-1],
               "ours_luma / ours_rgb (1080p)": luma_ratio[-1],
               "cpu-time ours_rgb / pyav_loop (median over files)": statistics.median(cpu_rgb),

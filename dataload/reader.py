@@ -51,6 +51,7 @@ class VideoReader:
         self._pyav.fast_luma = bool(fast_luma)
         self._info: VideoInfo | None = None
         self._alt = None  # decord or DALI source, opened on first use
+        self._alt_tried = False
         self.backend = "pyav"
         try:
             if backend in ("decord", "dali"):
@@ -146,13 +147,18 @@ class VideoReader:
         self._note_errors(src)
 
     def _source_for(self, sparse: bool):
-        if self._alt is not None:
-            return self._alt
-        if self.requested_backend == "auto" and sparse:
-            self._alt = _open_alt("decord", self)
+        """The named backend; for "auto", decord's random access for sparse reads of codecs it
+        decodes and PyAV's streaming for everything else. `self.backend` says which ran last."""
+        if self.requested_backend != "auto":
+            return self._alt if self._alt is not None else self._pyav
+        if sparse:
+            if self._alt is None and not self._alt_tried:
+                self._alt_tried = True
+                self._alt = _open_alt("decord", self)
             if self._alt is not None:
                 self.backend = "decord"
                 return self._alt
+        self.backend = "pyav"
         return self._pyav
 
     def _note_errors(self, src) -> None:

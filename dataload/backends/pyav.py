@@ -175,8 +175,9 @@ class PyAVReadMixin:
                         hint = int(self.scan.times.size)
                     sink = FrameSink(conv.shape, hint, out)
                     cores = os.cpu_count() or 1
-                    # luma conversion is too cheap to be worth a hand-off between threads
-                    if self.threads != 1 and cores > 1 and not luma:
+                    # small luma conversions cost less than a hand-off between threads
+                    big = self.coded_size[0] * self.coded_size[1] >= 1280 * 720
+                    if self.threads != 1 and cores > 1 and (not luma or big):
                         pipe = ConvertThread(lambda: self.converter(size, luma), workers=min(2, cores))
                 if pipe is not None:
                     pipe.put(d.frame, sink.slot())

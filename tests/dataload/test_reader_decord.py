@@ -70,6 +70,7 @@ def test_auto_uses_decord_for_sparse_reads_only(vids):
         assert r.backend == "pyav" and len(full) == 24
         sparse = r.read(indices=[2, 20])
         assert r.backend == "decord" and [frame_index(a) for a in sparse.numpy()] == [2, 20]
+        assert len(r.read(size=(12, 16))) == 24 and r.backend == "pyav"  # streaming stays with PyAV
     with VideoReader(vids["h264"], strict=True) as r:
         r.read(indices=[2])
         assert r.backend == "pyav"  # strict decoding needs FFmpeg's per-packet error reports
