@@ -47,6 +47,11 @@ class RunSummary:
                 f"{self.video_h_per_wall_h:.1f} video hours per wall hour")
 
 
+def _ours(name: str) -> bool:
+    """What a run killed before config.yaml existed may have left in OUT."""
+    return name == "_state" or name.startswith(".config.yaml.")
+
+
 def prepare_out(out: Path, cfg: CurateConfig) -> None:
     """Create OUT or check that it holds a run of the same config (refused otherwise)."""
     if out.exists() and not out.is_dir():
@@ -60,7 +65,7 @@ def prepare_out(out: Path, cfg: CurateConfig) -> None:
         if previous != cfg.to_dict():
             raise CurateError(f"{out} holds a run with a different config ({cfg_path}); use the same "
                               "config to resume, or another --out")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(not _ours(p.name) for p in out.iterdir()):
         raise CurateError(f"--out {out} is not empty and holds no curation run (no config.yaml)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "_state").mkdir(exist_ok=True)
