@@ -108,8 +108,30 @@ def aligned_diff(z: np.ndarray, shifts: np.ndarray, pairs: np.ndarray, radius: i
     return block_diff(z[i], shifted(z, j, move[:, 0], move[:, 1]), radius)
 
 
+_SEGMENT = 3000  # frames analysed at once: memory stays flat however long the video
+_OVERLAP = 64  # context either side of a segment (windows, baselines and fades reach this far)
+
+
 def detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
-    """Cuts (first frame of each new shot) and gradual transitions [start, end) of luma frames (N, H, W)."""
+    """Cuts (first frame of each new shot) and gradual transitions [start, end) of luma frames (N, H, W).
+
+    Long videos go in overlapping segments; each boundary belongs to the segment whose core holds
+    its cut."""
+    n = len(frames)
+    if n <= _SEGMENT + 2 * _OVERLAP:
+        return _detect(frames, cfg)
+    cuts: set[int] = set()
+    transitions: list[tuple[int, int]] = []
+    for core in range(0, n, _SEGMENT):
+        core_end = min(n, core + _SEGMENT)
+        a, b = max(0, core - _OVERLAP), min(n, core_end + _OVERLAP)
+        seg_cuts, seg_trans = _detect(frames[a:b], cfg)
+        cuts.update(c + a for c in seg_cuts if core <= c + a < core_end)
+        transitions += [(s + a, e + a) for s, e in seg_trans if core <= e + a < core_end]
+    return sorted(cuts), sorted(transitions)
+
+
+def _detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
     n = len(frames)
     if n < 2:
         return [], []
@@ -202,7 +224,9 @@ def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[in
     rises out of them. Only those between two shots count (not a fade-in at the very start)."""
     n = len(std)
     ctx = 30
-    ref = np.array([max(std[max(0, i - ctx):i + 1].max(), std[i:i + ctx + 1].max()) for i in range(n)])
+    # the brightest contrast within ctx frames before or after each frame
+    padded = np.concatenate([np.full(ctx, -np.inf), std, np.full(ctx, -np.inf)])
+    ref = np.lib.stride_tricks.sliding_window_view(padded, 2 * ctx + 1).max(axis=1)
     dark = (mean < cfg.dark_mean) & ((std < cfg.dark_std) | (std < cfg.fade_ratio * ref))
     out = []
     i = 0
