@@ -102,7 +102,9 @@ def test_generate_cp2_equals_one_rank_and_export_equals_run(straight_run, tmp_pa
     from diffusion.cli_generate import main
     from diffusion.cli_train import main as train_main
 
-    common = ["--prompt", CAPTIONS[0], "--steps", "3", "--guidance", "3.0", "--seed", "5"]
+    # UniPC with a negative prompt here (the run's sample videos used the config's Euler)
+    common = ["--prompt", CAPTIONS[0], "--steps", "3", "--guidance", "3.0", "--sampler", "unipc",
+              "--negative-prompt", "blurry, static", "--seed", "5"]
     one, two, exp = tmp_path / "one.mp4", tmp_path / "two.mp4", tmp_path / "exp.mp4"
     assert main(["--run", str(straight_run), "--out", str(one), *common]) == 0
     assert main(["--run", str(straight_run), "--out", str(two), "--nproc", "2", "--cp", "2", *common]) == 0
