@@ -141,3 +141,23 @@ def test_plan_clips_bounds_hold_on_random_vfr_scenes():
         for s, e in plan_clips(res, cfg):
             assert cfg.min_clip_s - 1e-9 <= res.time_of(e) - res.time_of(s) <= cfg.max_clip_s + 1e-9
             assert not any(s < c < e for c in cuts)
+
+
+def test_long_video_segments_match_per_video_results(synth_set):
+    from curate.split import content
+    from curate.split.frames import decode_small
+
+    frames = [decode_small(p, size=(-1, 64)).frames for p, _, _ in synth_set] * 2
+    joined = np.concatenate(frames)
+    assert len(joined) > content._SEGMENT + 2 * content._OVERLAP
+    cuts, transitions = content.detect(joined, SplitConfig())
+    want, want_tr, off = set(), [], 0
+    for f in frames:
+        c, t = content.detect(f, SplitConfig())
+        want.update(x + off for x in c)
+        want_tr += [(s + off, e + off) for s, e in t]
+        if off:
+            want.add(off)  # the junction of two videos is a hard cut
+        off += len(f)
+    assert cuts == sorted(want)
+    assert transitions == sorted(want_tr)
