@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,9 +139,13 @@ class Conditioner:
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
         if "latents" in batch:
-            return {"latents": batch["latents"], "text": batch["text"], "text_mask": batch["text_mask"]}
-        text, mask = self.encode_text(batch["caption"])
-        return {"latents": self.encode_video(batch["video"]), "text": text, "text_mask": mask}
+            out = {"latents": batch["latents"], "text": batch["text"], "text_mask": batch["text_mask"]}
+        else:
+            text, mask = self.encode_text(batch["caption"])
+            out = {"latents": self.encode_video(batch["video"]), "text": text, "text_mask": mask}
+        if batch.get("pad_mask") is not None:
+            out["pad_mask"] = torch.as_tensor(batch["pad_mask"], dtype=torch.bool)
+        return out
 
 
 # ---------------------------------------------------------------- the loop (every rank)
@@ -213,8 +218,12 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
     stream = _batches(loader)
     with open(metrics_path, "a") if is_main else _null() as log:
         for step in range(start, end):
+            t_data = time.perf_counter()
             epoch, batch = next(stream)
-            metrics = trainer.train_step(step, conditioner(batch))
+            latent_batch = conditioner(batch)
+            t_data = time.perf_counter() - t_data
+            metrics = trainer.train_step(step, latent_batch)
+            metrics["data_time_s"] = t_data
             done = step + 1
             if is_main and (done % cfg.train.log_every == 0 or done == end):
                 metrics["epoch"] = epoch

@@ -146,7 +146,7 @@ class Trainer:
         self.null_text = null_text
 
     # -- randomness -------------------------------------------------------------------------------
-    def draw(self, step: int, batch_size: int, like: torch.Tensor, stream: str = "train"):
+    def draw(self, step: int, batch_size: int, stream: str = "train"):
         """Per-sample generators for this rank's slice of the global batch (same on every CP rank)."""
         first = self.par.dp_rank * batch_size
         return [torch.Generator().manual_seed(sample_seed(self.tcfg.seed, step, first + i, stream))
@@ -166,7 +166,7 @@ class Trainer:
         b = x0.shape[0]
         obj = self.objective
         ts, noise, texts, masks = [], [], [], []
-        for i, g in enumerate(self.draw(step, b, x0, stream)):
+        for i, g in enumerate(self.draw(step, b, stream)):
             ts.append(obj.sample_timesteps(1, generator=g))
             noise.append(obj.sample_noise(x0[i:i + 1], generator=g))
             ti, mi = text[i:i + 1], text_mask[i:i + 1]
@@ -178,7 +178,10 @@ class Trainer:
         xt, target = obj.noisy(x0, torch.cat(noise), t)
         with self._autocast():
             pred = self.model(xt, t, torch.cat(texts), torch.cat(masks))
-        mask = batch.get("loss_mask")
+        # pad_mask: the loader's "pad" remainder rule repeats samples to fill a batch; repeats weigh 0
+        mask = batch.get("pad_mask")
+        if mask is not None:
+            mask = mask.to(self.device)
         normalizer = obj.global_normalizer(pred, mask, self.par.dp_group)
         return obj.loss(pred.to(target.dtype), target, mask, normalizer=normalizer)
 
