@@ -85,23 +85,32 @@ def _funnel(counts: list[tuple[str, int]], path: Path) -> None:
 
 
 def _middle_frame(mp4: bytes) -> np.ndarray | None:
+    """The middle frame of an mp4 (decoding stops there)."""
     import av
 
     try:
         with av.open(io.BytesIO(mp4)) as c:
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            st = c.streams.video[0]
+            want = max(0, (st.frames or 0) // 2)
+            last = None
+            for i, frame in enumerate(c.decode(st)):
+                last = frame
+                if i >= want:
+                    break
+            return None if last is None else last.to_ndarray(format="rgb24")
     except av.error.FFmpegError:
         return None
-    return frames[len(frames) // 2] if frames else None
 
 
-def _contact_sheet(out: Path, kept_ids: list[str], path: Path, limit: int = 16) -> int:
-    import matplotlib.pyplot as plt
+def _contact_sheet(out: Path, kept_ids: list[str], path: Path, limit: int = 16, cols: int = 4,
+                   thumb_h: int = 120) -> int:
+    """A grid of the middle frames of the first kept clips, each labelled with its clip id prefix."""
+    from PIL import Image, ImageDraw
 
     from dataload.shards import read_shard
 
     want = set(kept_ids[:limit])
-    thumbs: dict[str, np.ndarray] = {}
+    thumbs: dict[str, Image.Image] = {}
     for shard in sorted((out / "shards").glob("shard-*.tar")):
         if len(thumbs) == len(want):
             break
@@ -109,21 +118,25 @@ def _contact_sheet(out: Path, kept_ids: list[str], path: Path, limit: int = 16) 
             if sample["__key__"] in want and "mp4" in sample:
                 frame = _middle_frame(sample["mp4"])
                 if frame is not None:
-                    thumbs[sample["__key__"]] = frame
+                    img = Image.fromarray(frame)
+                    w = max(1, round(img.width * thumb_h / img.height))
+                    thumbs[sample["__key__"]] = img.resize((w, thumb_h), Image.BILINEAR)
     order = [k for k in kept_ids if k in thumbs]
-    cols = 4
+    cell_w = max([t.width for t in thumbs.values()] + [thumb_h])
+    label, pad = 14, 4
     rows = max(1, -(-len(order) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, key in zip(axes.flat, order):
-        ax.imshow(thumbs[key])
-        ax.set_title(key[:8], fontsize=7)
+    sheet = Image.new("RGB", (cols * (cell_w + pad) + pad, rows * (thumb_h + label + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, key in enumerate(order):
+        x = pad + (i % cols) * (cell_w + pad)
+        y = pad + (i // cols) * (thumb_h + label + pad)
+        draw.text((x, y), key[:8], fill=(0, 0, 0))
+        sheet.paste(thumbs[key], (x, y + label))
     if not order:
-        axes[0][0].text(0.5, 0.5, "no kept clips", ha="center", va="center")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+        draw.text((pad, pad), "no kept clips", fill=(0, 0, 0))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
     return len(order)
 
 
