@@ -33,6 +33,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache", default="bench_out/curate", help="folder for the synthetic corpus")
     parser.add_argument("--no-ray", action="store_true", help="leave out the Ray contender")
     parser.add_argument("--no-naive", action="store_true", help="leave out the naive contender")
+    parser.add_argument("--models", action="store_true",
+                        help="instead: clips per second of each model stage (CLIP scores, VLM captions)")
+    parser.add_argument("--real-size", action="store_true",
+                        help="with --models: random models of real size (CLIP ViT-L/14, Qwen2-VL-2B shapes; a GPU job)")
+    parser.add_argument("--clips", type=int, default=16, help="with --models: clips per stage run")
 
 
 def synthetic_corpus(folder: Path, count: int) -> list[str]:
@@ -120,7 +125,61 @@ def naive_pipeline(inputs: list[str], out: Path, cfg) -> dict:
 
 # --- run ---------------------------------------------------------------------------------------------------
 
+def run_models(args) -> BenchResult:
+    """Clips per second of each model stage on clips of a synthetic video (frame decoding included)."""
+    import torch
+
+    from curate.models.config import ModelsConfig
+    from curate.models.stages import CaptionModelStage, ClipScoreStage
+    from curate.models.tiny import save_aesthetic_head, save_tiny_clip, save_tiny_qwen2vl
+    from curate.stage import Clip, SourceTask
+    from dataload.synthetic import Shot, make_video
+
+    root = Path(tempfile.mkdtemp(prefix="bench_models_"))
+    try:
+        video = root / "clips.mp4"
+        seconds_per_clip = 2.0
+        make_video(video, [Shot("pan", int(25 * seconds_per_clip * args.clips), seed=1)], width=640, height=360)
+        clip_dir = save_tiny_clip(root / "clip", real_size=args.real_size)
+        dim = 768 if args.real_size else 16
+        head = save_aesthetic_head(root / "head.safetensors", dim, hidden=(1024, 128, 64, 16) if args.real_size else (8,))
+        vlm_dir = save_tiny_qwen2vl(root / "vlm", real_size=args.real_size)
+        cfg = ModelsConfig()
+        cfg.clip.model, cfg.aesthetic.enabled, cfg.aesthetic.head = str(clip_dir), True, str(head)
+        cfg.aesthetic.threshold = float("-inf")
+        cfg.embedding.enabled = True
+        cfg.vlm.enabled, cfg.vlm.model, cfg.vlm.max_new_tokens = True, str(vlm_dir), 32
+        cfg.vlm.batch_size = 8 if torch.cuda.is_available() else 2
+
+        def task() -> SourceTask:
+            t = SourceTask(index=0, source=str(video), key="bench", local_path=str(video), width=640, height=360)
+            t.clips = [Clip(clip_id=f"c{i:03d}", source=str(video), start_s=i * seconds_per_clip,
+                            end_s=(i + 1) * seconds_per_clip, start_frame=i * 50, end_frame=(i + 1) * 50,
+                            num_frames=50, fps=25.0, width=640, height=360) for i in range(args.clips)]
+            return t
+
+        rows = []
+        for stage in (ClipScoreStage(cfg), CaptionModelStage(cfg)):
+            stage.setup()
+            stage.process([task()])  # warm-up (kernels, caches)
+            times = time_interleaved({stage.name: lambda s=stage: s.process([task()])}, repeats=args.repeats,
+                                     warmup=0)[stage.name]
+            device = str(getattr(stage.encoder if hasattr(stage, "encoder") else stage.captioner, "device", "cpu"))
+            rows.append({"stage": stage.name, "device": device, "clips": args.clips, "median_s": median(times),
+                         "clips_per_s": args.clips / median(times)})
+            stage.teardown()
+        size = "real-size random (CLIP ViT-L/14, Qwen2-VL-2B shapes)" if args.real_size else "tiny random"
+        return BenchResult(name="curate-models", columns=["stage", "device", "clips", "median_s", "clips_per_s"],
+                           rows=rows, notes=[f"models: {size}; {seconds_per_clip:g} s clips of a 640x360 video; "
+                                             f"CLIP {cfg.clip.frames} frames/clip, VLM up to {cfg.vlm.max_frames} "
+                                             f"frames/window, {cfg.vlm.max_new_tokens} new tokens"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def run(args) -> BenchResult:
+    if getattr(args, "models", False):
+        return run_models(args)
     import pyarrow.parquet as pq
 
     from curate.config import load_config

@@ -71,6 +71,7 @@ class RayExecutor:
     workers: int = 2  # CPU actors
     max_in_flight: int | None = None
     max_retries: int = 3  # restarts of a dead actor and retries of the call it held
+    start_timeout_s: float = 600.0  # actors not placed and set up by then: a clear error, not a hang
 
     def _connect(self) -> bool:
         """Connect (or start); True when this call started Ray and must shut it down."""
@@ -114,6 +115,7 @@ class RayExecutor:
         pools: list[list] = []
         try:
             plans = []
+            cpu_segments = sum(1 for seg in segs if max(s.resources.gpus for s in seg) == 0)
             for seg in segs:
                 need_gpu = max(s.resources.gpus for s in seg)
                 if need_gpu > 0:
@@ -124,7 +126,10 @@ class RayExecutor:
                     plans.append((int(gpus_in_cluster // need_gpu), dict(num_cpus=0, num_gpus=need_gpu),
                                   max(s.resources.batch_size for s in seg)))
                 else:
-                    plans.append((max(1, self.workers), dict(num_cpus=1, scheduling_strategy="SPREAD"), 1))
+                    # `workers` CPUs in all: CPU segments on either side of a GPU segment take turns on a
+                    # source, so their actors share the slots; never more actors than the cluster can place
+                    n = max(1, min(self.workers, int(ray.cluster_resources().get("CPU", 1))))
+                    plans.append((n, dict(num_cpus=1.0 / cpu_segments, scheduling_strategy="SPREAD"), 1))
 
             def make_actor(i: int):
                 return Actor.options(max_restarts=self.max_retries, max_task_retries=self.max_retries,
@@ -133,7 +138,10 @@ class RayExecutor:
             for i in range(len(segs)):
                 pools.append([make_actor(i) for _ in range(plans[i][0])])
             try:  # surface a stage whose setup() fails (a bad model path) as one clear line, up front
-                ray.get([a.pid.remote() for pool in pools for a in pool])
+                ray.get([a.pid.remote() for pool in pools for a in pool], timeout=self.start_timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise CurateError(f"the Ray cluster could not start the actors within {self.start_timeout_s:g} s "
+                                  f"(need {[p[0] for p in plans]} actors with {[p[1] for p in plans]})") from None
             except ray.exceptions.RayError as exc:
                 raise CurateError(f"a Ray worker could not start its stages: {_root_cause(exc)}") from None
             self._drive(pools, [p[2] for p in plans], segs, make_actor, tasks, on_result, on_stage)

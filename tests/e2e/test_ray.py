@@ -1,5 +1,6 @@
 """`--executor ray` on a local 2-CPU Ray cluster: the same outputs as `--executor local` (clip ids, clip
-bytes, parquet rows apart from `shard`), and a worker killed mid-task (then a resumed rerun).
+bytes, parquet rows apart from `shard`), and a worker killed mid-task (then a resumed rerun) in a
+layout with a stand-in GPU stage (its own actor, batched).
 One cluster for the module: Ray takes seconds to start."""
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         env = {"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}}
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env=env, log_to_driver=False)
+        # one logical GPU (Ray only schedules it; nothing here uses CUDA) so the GPU-actor path runs too
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, runtime_env=env, log_to_driver=False)
     # the kill stage below lives in this test module: ship it to the workers by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray
@@ -115,16 +117,42 @@ class KillOnce(Stage):
         return batch
 
 
+class RecordBatches(Stage):
+    """A stand-in GPU stage: declares one GPU and a batch size of 3, and logs the size of every batch."""
+
+    name = "record_batches"
+    resources = Resources(cpus=1.0, gpus=1.0, batch_size=3)
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def process(self, batch: list[SourceTask]) -> list[SourceTask]:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {len(batch)}\n")
+        return batch
+
+
+
 @pytest.mark.slow
 def test_ray_worker_killed_mid_task_is_retried_without_loss_or_duplicates(ray_cluster, corpus, local_reference,
                                                                            tmp_path):
+    from curate.executors.ray_executor import segments
+
     out = tmp_path / "out"
     cfg = load_config()
     pipeline = build_pipeline(cfg, str(out))
     marker = tmp_path / "killed.pid"
     pipeline.stages.insert(len(pipeline.stages) - 1, KillOnce(corpus[1], str(marker)))
+    # and a stand-in GPU stage before transcode: segments CPU | GPU (batches of 3, one actor) | CPU
+    log = tmp_path / "batches.log"
+    pipeline.stages.insert(len(pipeline.stages) - 3, RecordBatches(str(log)))
+    assert [len(s) for s in segments(pipeline.stages)] == [len(pipeline.stages) - 4, 1, 3]
     summary = run_curation(corpus, out, cfg, executor="ray", workers=2, progress=False, pipeline=pipeline)
     assert marker.is_file(), "the worker was never killed"
+    lines = log.read_text().splitlines()
+    assert sum(int(x.split()[1]) for x in lines) == len(corpus)  # every task (the failed one too) passed once
+    assert max(int(x.split()[1]) for x in lines) == 3  # batched up to the stage's batch size
+    assert len({x.split()[0] for x in lines}) == 1  # one GPU -> one actor
     assert summary.done == 3 and summary.failed == 1
     got = outputs(out)
     assert got["clips"] == local_reference["clips"]
@@ -139,3 +167,4 @@ def test_ray_worker_killed_mid_task_is_retried_without_loss_or_duplicates(ray_cl
                          pipeline=build_pipeline(cfg, str(out)))
     assert again.processed == 0 and again.done == 3
     assert outputs(out)["members"] == local_reference["members"]
+
