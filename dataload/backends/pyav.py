@@ -170,10 +170,7 @@ class PyAVReadMixin:
                     continue
                 if conv is None:
                     conv = self.converter(size, luma)
-                    hint = self.header_frames or 64
-                    if self.scan is not None:
-                        hint = int(self.scan.times.size)
-                    sink = FrameSink(conv.shape, hint, out)
+                    sink = FrameSink(conv.shape, self._count_hint(start, end), out)
                     cores = os.cpu_count() or 1
                     # small luma conversions cost less than a hand-off between threads
                     big = self.coded_size[0] * self.coded_size[1] >= 1280 * 720
@@ -189,6 +186,17 @@ class PyAVReadMixin:
         if sink is None:
             return None
         return sink.result()
+
+    def _count_hint(self, start: float | None, end: float | None) -> int:
+        """About how many frames [start, end) holds, to size storage (it grows if short)."""
+        total = int(self.scan.times.size) if self.scan is not None else (self.header_frames or 0)
+        fps = self.nominal_fps or 30.0
+        if end is not None:
+            est = int((end - (start or 0.0)) * fps * 1.05) + 2
+            return max(1, min(total, est) if total else est)
+        if start:
+            return max(1, total - int(start * fps * 0.95)) if total else 64
+        return total or 64
 
     def read_grid(self, selector: GridSelector, start: float | None, size, luma: bool) -> list[np.ndarray]:
         conv = None
@@ -675,7 +683,10 @@ class FrameSink:
 
     def result(self) -> np.ndarray:
         if len(self.chunks) == 1:
-            return self.chunks[0][: self.n]
+            whole = self.chunks[0]
+            if self.out is None and self.n < whole.shape[0] // 2:
+                return whole[: self.n].copy()  # the header overstated a lot: do not keep the rest
+            return whole[: self.n]
         return np.concatenate([c[:u] for c, u in zip(self.chunks, self._used)])
 
 
