@@ -225,3 +225,25 @@ def test_nvenc_only_when_present(corpus, tmp_path, capsys):
         pytest.skip("this machine has NVENC; the refusal path cannot be shown")
     rc, _, err = curate(capsys, corpus / "mixed.mp4", "--out", tmp_path / "out", "--set", "transcode.encoder=nvenc")
     assert rc == 2 and "h264_nvenc" in err and not (tmp_path / "out").exists()
+
+
+def test_rerun_after_a_kill_during_the_final_write(curated, tmp_path, capsys):
+    """What a kill between the final write's steps can leave: a half-built shards folder, the old one
+    moved aside or gone, work dirs of sources in flight. The rerun ends with the same shards."""
+    out, _, root = curated
+    expected = comparable(read_shards(out))
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "shards")
+    (copy / "shards.building").mkdir()
+    (copy / "shards.building" / ".shard-000000.tar.tmp-1").write_bytes(b"\0" * 700)
+    (copy / "shards.building" / "shard-000000.tar").write_bytes(b"partial")
+    (copy / "_state" / "tmp" / "x-1-deadbeef").mkdir(parents=True)
+    (copy / "_state" / "tmp" / "x-1-deadbeef" / "clip.mp4.part.mp4").write_bytes(b"half")
+    (copy / "clips.parquet").unlink()
+    rc, stdout, _ = curate(capsys, root, "--out", copy, "--workers", "0", "--set", "write.max_clips_per_shard=2")
+    assert rc == 0 and "0 processed now, 2 resumed" in stdout
+    assert comparable(read_shards(copy)) == expected
+    assert not (copy / "shards.building").exists()
+    assert not (copy / "_state" / "tmp").exists() or not list((copy / "_state" / "tmp").iterdir())
+    assert clip_rows(copy) == clip_rows(out)
