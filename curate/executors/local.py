@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from curate.errors import CurateError
 from curate.stage import SourceTask, Stage
 
 # Events a worker sends back: ("stage", wid, stage name) | ("result", wid, task) | ("fatal", wid, message)
@@ -66,8 +67,8 @@ def _worker(wid: int, stages: list[Stage], in_q, out_q) -> None:
                 pass
 
 
-class WorkerSetupError(RuntimeError):
-    pass
+class WorkerSetupError(CurateError):
+    """The stages cannot start (a model that does not load, a missing program): the run cannot run."""
 
 
 @dataclass

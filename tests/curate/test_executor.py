@@ -92,3 +92,19 @@ def test_standard_pipeline_stages(tmp_path):
     dedup = build_pipeline(load_config(None, ["models.dedup.enabled=true", "models.dedup.semantic=false"]),
                            str(tmp_path))
     assert [s.name for s in dedup.dataset_steps] == ["dedup"]
+
+
+class BrokenSetupStage(Stage):
+    name = "broken"
+
+    def setup(self) -> None:
+        raise OSError("weights not found at /nowhere")
+
+
+def test_a_stage_that_cannot_set_up_stops_the_run_with_one_line():
+    import pytest
+
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError, match="weights not found at /nowhere"):
+        LocalExecutor(workers=1).run([BrokenSetupStage()], _tasks(["a"], {"yielded": 0}), lambda t: None)
