@@ -147,10 +147,11 @@ class PyAVReadMixin:
 
     def iter_range(self, start: float | None, end: float | None, size, luma: bool):
         conv = None
-        for d in self.frames(start, fast=luma and self.fast_luma):
+        for d in self._frames_from(start, luma):
             if end is not None and d.time_s >= end - 1e-9:
                 break
             if start is not None and d.time_s < start - 1e-9:
+                self.wasted += 1
                 continue
             if conv is None:
                 conv = self.converter(size, luma)
@@ -163,10 +164,11 @@ class PyAVReadMixin:
         sink = None
         pipe = None
         try:
-            for d in self.frames(start, fast=luma and self.fast_luma):
+            for d in self._frames_from(start, luma):
                 if end is not None and d.time_s >= end - 1e-9:
                     break
                 if start is not None and d.time_s < start - 1e-9:
+                    self.wasted += 1
                     continue
                 if conv is None:
                     conv = self.converter(size, luma)
@@ -186,6 +188,18 @@ class PyAVReadMixin:
         if sink is None:
             return None
         return sink.result()
+
+    def _frames_from(self, start: float | None, luma: bool):
+        """frames(start) for a read, first learning the timestamps (one pass without conversion)
+        once reads have decoded and thrown away a whole video's worth of frames before their
+        start: from then on they seek. At most about twice the decoding a read-everything
+        approach would do, and far less for many reads from late starts (clips of a long video)."""
+        if start and self.scan is None and self._scan_pays_off():
+            self.run_scan()
+        return self.frames(start, fast=luma and self.fast_luma)
+
+    def _scan_pays_off(self) -> bool:
+        return self.wasted >= max(self.header_frames or 0, 250)
 
     def _count_hint(self, start: float | None, end: float | None) -> int:
         """About how many frames [start, end) holds, to size storage (it grows if short)."""
@@ -213,8 +227,9 @@ class PyAVReadMixin:
                 cache = (i, conv(src.frame))
             out.append(cache[1])
 
-        for d in self.frames(start, fast=luma and self.fast_luma):
+        for d in self._frames_from(start, luma):
             if start is not None and d.time_s < start - 1e-9:
+                self.wasted += 1
                 continue
             if selector.end is not None and d.time_s >= selector.end - 1e-9:
                 stopped = True
@@ -246,10 +261,14 @@ class PyAVReadMixin:
         n = 0
         lowest = min(wanted) if wanted else 0
         start = None
+        if lowest > 0 and self.scan is None and self._scan_pays_off():
+            self.run_scan()
         if self.scan is not None and 0 < lowest < self.scan.times.size:
             start = float(self.scan.times[lowest])  # lets the pass seek when timestamps are known
         for d in self.frames(start, fast=luma and self.fast_luma):
             n = d.index + 1
+            if d.index < lowest:
+                self.wasted += 1
             if d.index in wanted:
                 if conv is None:
                     conv = self.converter(size, luma)
@@ -294,6 +313,7 @@ class PyAVSource(PyAVReadMixin):
             self._pass: _PassState | None = None
             self.fast_luma = False  # luma passes skip non-reference deblocking (see _restart)
             self.seeks = 0  # passes that started with a seek
+            self.wasted = 0  # frames decoded only to reach a read's start
             self.seek_fallbacks = 0  # ... of which went back to decoding from the start
             self._used = False
         except BaseException:

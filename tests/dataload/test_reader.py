@@ -246,3 +246,17 @@ def test_fast_luma_stays_within_a_level(real_videos_dir):
         assert a.shape == b.shape
         d = np.abs(a - b)
         assert d.max() <= 2 and d.mean() < 0.05, (name, d.max(), d.mean())
+
+
+@pytest.mark.real_videos
+def test_repeated_late_reads_learn_timestamps_then_seek(real_videos_dir):
+    """Clips of one video read in turn (as transcoding does): once a video's worth of frames was
+    decoded only to reach starts, the reader learns the timestamps and seeks; results do not change."""
+    path = real_videos_dir / "nasa_13013.mp4"
+    with VideoReader(path, backend="pyav") as ref:
+        want = {s: [(i, t) for i, t, _ in ref.iter_frames(start_s=s, end_s=s + 0.5, size=(9, 16))]
+                for s in (6.0, 9.0, 12.0)}
+    with VideoReader(path, backend="pyav") as r:
+        for s in (6.0, 9.0, 12.0):
+            assert [(i, t) for i, t, _ in r.iter_frames(start_s=s, end_s=s + 0.5, size=(9, 16))] == want[s]
+        assert r._pyav.scan is not None and r._pyav.seeks >= 1 and r._pyav.seek_fallbacks == 0
