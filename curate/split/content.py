@@ -38,7 +38,17 @@ def global_shifts(z: np.ndarray) -> np.ndarray:
     """(N, 2) content displacement (dx, dy) from frame i-1 to frame i by phase correlation, to a
     fraction of a pixel; row 0 is zero, and so is a pair without a clear peak (a cut).
 
-    All frames are transformed at once (one FFT per frame, not two per pair)."""
+    All frames are transformed at once (one FFT per frame, not two per pair), at half the analysis
+    size: a global shift needs no fine detail, and the block search absorbs the rounding."""
+    n = len(z)
+    h2, w2 = z.shape[1] // 2, z.shape[2] // 2
+    if h2 < 8:
+        return _phase_shifts(z)
+    half = z[:, :2 * h2, :2 * w2].reshape(n, h2, 2, w2, 2).mean(axis=(2, 4))
+    return 2 * _phase_shifts(half)
+
+
+def _phase_shifts(z: np.ndarray) -> np.ndarray:
     n, h, w = z.shape
     out = np.zeros((n, 2), np.float32)
     if n < 2:
@@ -138,14 +148,15 @@ def _detect(frames: np.ndarray, cfg: SplitConfig) -> tuple[list[int], list[tuple
     z, mean, std = normalise(frames)
     shifts = global_shifts(z)
     idx = np.arange(1, n)
-    pairs = np.stack([idx, idx - 1], 1)
     d = np.zeros(n, np.float32)  # d[i]: difference between frame i-1 and frame i
     # Block matching only lowers a difference, and most neighbours already match after global
     # alignment: search blocks only where the aligned difference is not already small.
-    d[1:] = aligned_diff(z, shifts, pairs, 0)
+    move = shifts[1:]
+    prev = shifted(z, idx - 1, move[:, 0], move[:, 1])
+    d[1:] = block_diff(z[1:], prev, 0)
     busy = np.flatnonzero(d[1:] > 0.1)
     if len(busy):
-        d[1 + busy] = aligned_diff(z, shifts, pairs[busy], cfg.search_px)
+        d[1 + busy] = block_diff(z[1 + busy], prev[busy], cfg.search_px)
 
     fades = _fades(mean, std, cfg)
     in_fade = np.zeros(n + 1, bool)
