@@ -66,7 +66,17 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
             raise UserError(f"--resume: {run} is already at step {step} >= --steps {plan.steps}")
         return
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise UserError(f"{run} already exists; pass --resume to continue it or choose another --out")
+        if not _failed_start(run):
+            raise UserError(f"{run} already exists; pass --resume to continue it or choose another --out")
+        # a run that died before its first checkpoint: start it again from scratch
+        import shutil
+
+        for name in _OWN_FILES:
+            target = run / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     run.mkdir(parents=True, exist_ok=True)
     cached = [Path(p) / TEXT_ENCODER_DIR for p, _ in plan.sources if (Path(p) / TEXT_ENCODER_DIR).is_dir()]
     if cfg.text.path is None and cached:
@@ -83,6 +93,18 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
     save_config(cfg, run / "config.yaml")
     _atomic_write(run / "run.json", json.dumps(
         {"data": [[p, w] for p, w in plan.sources], "dp": plan.dp, "cp": plan.cp}, indent=1))
+
+
+_OWN_FILES = ("config.yaml", "config.yaml.tmp", "run.json", "run.json.tmp", TEXT_ENCODER_DIR, "metrics.jsonl",
+              "metrics.jsonl.tmp", "checkpoints", "samples")
+
+
+def _failed_start(run: Path) -> bool:
+    """RUN holds only what `fit` writes and no checkpoint (not even a partial one): a start that failed."""
+    if not run.is_dir() or not {p.name for p in run.iterdir()} <= set(_OWN_FILES):
+        return False
+    checkpoints = run / "checkpoints"
+    return not (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
 def _first_difference(a, b, where=""):

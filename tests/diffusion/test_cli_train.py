@@ -64,6 +64,16 @@ def test_fit_bad_inputs(curated, tmp_path, capsys):  # noqa: F811
     (existing / "something").write_text("x")
     _one_error_line(capsys, main([*base, "--out", str(existing)]), "already exists")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "fresh"), "--resume"]), "--resume")
+    # a run folder left by a start that failed before any checkpoint is not "existing"
+    from diffusion.fit import _failed_start
+
+    failed = tmp_path / "failed"
+    (failed / "text_encoder").mkdir(parents=True)
+    (failed / "config.yaml").write_text("x")
+    assert _failed_start(failed)
+    (failed / "checkpoints" / "step-0000001").mkdir(parents=True)
+    assert not _failed_start(failed)
+    assert not _failed_start(existing)
     assert not (tmp_path / "r").exists()
 
 
