@@ -327,7 +327,7 @@ def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> li
     for g in groups:
         lo, hi = g[0], g[-1]
         # the blend test passes on the inner ~80% of a dissolve (alpha between 0.15 and 0.85)
-        pad = int(0.125 * (hi - lo + 1) + 0.5)
+        pad = int(0.2 * (hi - lo + 1) + 0.5)
         start, end = max(1, lo - pad), min(n - 1, hi + pad + 1)
         if end - start >= 2:
             out.append((start, end))

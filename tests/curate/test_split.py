@@ -53,7 +53,9 @@ def test_fades_and_dissolves_reported_as_transitions(synth_set):
             continue
         assert len(res.transitions) == len(truth.transitions)
         for (ps, pe), (ts, te) in zip(res.transitions, truth.transitions):
-            assert abs(ps - ts) <= 2 and abs(pe - te) <= 2
+            # the cut (the end) within the F1 tolerance; where a dissolve between two moving shots
+            # begins is less sharp
+            assert abs(ps - ts) <= 3 and abs(pe - te) <= 2
             assert pe in res.cuts
 
 
