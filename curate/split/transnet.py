@@ -76,12 +76,35 @@ class TransNetSplitter:
             raise ValueError(f"TransNetV2 needs (N, 27, 48, 3) uint8 frames, got {tuple(frames.shape)}")
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         wins = self.windows(x)
-        out = []
         b = int(self.config.transnet_batch_windows) or (16 if self.device.type == "cuda" else 1)
-        for i in range(0, len(wins), b):
-            single, _ = self.model.predict_raw(wins[i:i + b].contiguous())
-            out.append(single[:, CONTEXT:CONTEXT + STEP, 0].reshape(-1).float().cpu())
+        batches = [wins[i:i + b] for i in range(0, len(wins), b)]
+        workers = min(len(batches), torch.get_num_threads()) if self.device.type == "cpu" else 1
+        if workers > 1:
+            out = self._parallel(batches, workers)
+        else:
+            out = [self._run(w) for w in batches]
         return torch.cat(out)[:len(frames)].numpy()
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            single, _ = self.model.predict_raw(batch.contiguous())
+        return single[:, CONTEXT:CONTEXT + STEP, 0].reshape(-1).float().cpu()
+
+    def _parallel(self, batches: list[torch.Tensor], workers: int) -> list[torch.Tensor]:
+        """Windows side by side on the CPU cores, one thread each. The convolutions of one window
+        are small for a multi-threaded kernel: every op waits for its slowest thread, which costs
+        the most on a busy machine, while independent windows never wait for each other. Same
+        model, same windows, same arithmetic per window. torch's thread count is process-wide, so
+        it is lowered for the duration and restored."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(self._run, batches))
+        finally:
+            torch.set_num_threads(threads)
 
     def detect(self, frames: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
         return cuts_from_predictions(self.predict(frames), self.config.transnet_threshold)

@@ -34,6 +34,15 @@ def test_same_predictions_as_package(tmp_path):
     torch.use_deterministic_algorithms(was)
     mine = ours.predict(frames)
     np.testing.assert_allclose(mine, single.numpy(), atol=1e-4)
+    # one window per task on two threads side by side; torch's thread count comes back afterwards
+    side = TransNetSplitter(SplitConfig(device="cpu", transnet_batch_windows=1))
+    side.model = ours.model
+    torch.set_num_threads(2)
+    try:
+        np.testing.assert_allclose(side.predict(frames), single.numpy(), atol=1e-4)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
     assert ours.detect(frames)[0] == [20]
     # windows are the package's: padded with copies of the first and last frames, 100 long, step 50
     w = ours.windows(torch.from_numpy(frames))
