@@ -15,7 +15,7 @@ in that order each clip is kept unless it matches an already kept clip, and then
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,5 +139,3 @@ def relative_positions(count: int) -> list[float]:
     """Where in a clip (0..1) the hashed frames sit: evenly inside, away from the ends (fades, trims)."""
     return [(j + 1) / (count + 1) for j in range(count)]
 
-
-FrameFetcher = Callable[[object, object, list[float]], list[np.ndarray]]

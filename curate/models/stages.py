@@ -17,7 +17,7 @@ import numpy as np
 from curate.dedup import DedupItem, find_duplicates, phash, relative_positions
 from curate.models.config import DedupConfig, ModelsConfig, validate_models
 from curate.models.frames import clip_windows, decode_at, sample_times
-from curate.stage import Resources, SourceTask, Stage, one_line
+from curate.stage import Resources, SourceTask, Stage
 
 if TYPE_CHECKING:
     from curate.pipeline import DatasetStep
@@ -210,5 +210,3 @@ def build_model_stages(config) -> tuple[list[Stage], list[DatasetStep]]:
     steps: list[DatasetStep] = [DedupStep(cfg.dedup)] if cfg.dedup.enabled else []
     return stages, steps
 
-
-__all__ = ["CaptionModelStage", "ClipScoreStage", "DedupStep", "build_model_stages", "one_line"]
