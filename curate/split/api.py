@@ -43,7 +43,8 @@ class SceneDetector:
                 from curate.split.transnet import TransNetSplitter
 
                 self._transnet = TransNetSplitter(cfg)
-            small = decode_small(path, size=(27, 48), luma=False)
+            # exact decoding (deblocking on): the frames the package feeds its model
+            small = decode_small(path, size=(27, 48), luma=False, skip_deblock=False)
             cuts, transitions = self._transnet.detect(small.frames)
         else:
             # `fixed` needs only timestamps; the luma pass at analysis size is nearly as cheap

@@ -20,18 +20,28 @@ from dataload.backends.pyav import FrameConverter, choose_stream, open_container
 from dataload.errors import VideoError
 
 
-class _BicubicRGB:
-    """RGB at an exact (h, w) by one swscale bicubic pass, then upright: what `ffmpeg -s WxH -pix_fmt
-    rgb24` (with its default autorotation) gives, which is how TransNetV2 was fed in training."""
+class _ScaledRGB:
+    """RGB at an exact (h, w) through libavfilter's `scale` filter and then upright: the very pixels
+    `ffmpeg -i VIDEO -s WxH -pix_fmt rgb24` gives (its default autorotation included), which is how
+    TransNetV2 is fed by its own package and in training."""
 
-    def __init__(self, first: av.VideoFrame, size: tuple[int, int]):
-        self.h, self.w = size
+    def __init__(self, stream, first: av.VideoFrame, size: tuple[int, int]):
+        h, w = size
         self.k = -(rotation_of(first) // 90)
-        # scale in the coded orientation so the rotated result has the requested size
-        self.sw, self.sh = (self.h, self.w) if self.k % 2 else (self.w, self.h)
+        sw, sh = (h, w) if self.k % 2 else (w, h)  # scale in the coded orientation
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(template=stream)
+        scale = self.graph.add("scale", f"{sw}:{sh}")
+        fmt = self.graph.add("format", "rgb24")
+        sink = self.graph.add("buffersink")
+        src.link_to(scale)
+        scale.link_to(fmt)
+        fmt.link_to(sink)
+        self.graph.configure()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        arr = frame.reformat(width=self.sw, height=self.sh, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        self.graph.push(frame)
+        arr = self.graph.pull().to_ndarray()
         return np.ascontiguousarray(np.rot90(arr, self.k)) if self.k % 4 else arr
 
 
@@ -79,7 +89,7 @@ def decode_small(path: str | os.PathLike, *, size: tuple[int, int], luma: bool =
             for frame in decoded:
                 if convert is None:
                     convert = (FrameConverter(frame.width, frame.height, sar, rotation_of(frame), size, True)
-                               if luma else _BicubicRGB(frame, size))
+                               if luma else _ScaledRGB(stream, frame, size))
                 out.append(convert(frame))
                 pts.append(frame.pts if frame.pts is not None else (pts[-1] + 1 if pts else 0))
     if not out:

@@ -26,7 +26,7 @@ def test_same_predictions_as_package(tmp_path):
     # 60 frames: two overlapping windows, run as one batch of two
     make_video(tmp_path / "t.mp4", [Shot("texture", 20, 1), Shot("pan", 40, 2, speed=3)], [Transition("cut")],
                width=96, height=54, fps=25)
-    frames = decode_small(tmp_path / "t.mp4", size=(27, 48), luma=False).frames
+    frames = decode_small(tmp_path / "t.mp4", size=(27, 48), luma=False, skip_deblock=False).frames
     ours = TransNetSplitter(SplitConfig(device="cpu", transnet_batch_windows=2))
     # the package's own windowing and inference, on the same model and frames
     was = torch.are_deterministic_algorithms_enabled()
@@ -51,3 +51,23 @@ def test_same_predictions_as_package(tmp_path):
     assert torch.equal(w[0, 25:85], torch.from_numpy(frames))
     assert torch.equal(w[1, :50], w[0, 50:])
     assert torch.equal(w[1, 35:], torch.from_numpy(frames[-1:]).expand(65, -1, -1, -1))
+
+
+def test_frames_equal_ffmpeg_cli(tmp_path):
+    """The package feeds its model `ffmpeg -s 48x27 -pix_fmt rgb24`; our decoder gives the same pixels."""
+    import subprocess
+
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - no ffmpeg binary on this platform
+        pytest.skip("no ffmpeg program")
+    make_video(tmp_path / "v.mp4", [Shot("objects", 15, 1), Shot("zoom", 15, 2)], [Transition("dissolve", 6)],
+               width=160, height=90, fps=25)
+    out = subprocess.run([exe, "-v", "error", "-i", str(tmp_path / "v.mp4"), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                          "-s", "48x27", "pipe:"], capture_output=True, check=True).stdout
+    want = np.frombuffer(out, np.uint8).reshape(-1, 27, 48, 3)
+    got = decode_small(tmp_path / "v.mp4", size=(27, 48), luma=False, skip_deblock=False).frames
+    assert got.shape == want.shape == (36, 27, 48, 3)
+    assert np.array_equal(got, want)
