@@ -4,7 +4,7 @@ Every key is checked: an unknown key or a value of the wrong type is a `CurateEr
 config is written to OUT/config.yaml; a rerun into OUT must carry the same config.
 
 Clip reject reasons (clips.parquet `reject_reason`) form a fixed set, checked in this order, first wins:
-  too_short   clip shorter than filters.min_clip_s
+  too_short   clip shorter than split.min_clip_s (a short scene piece) or filters.min_clip_s
   too_long    clip longer than filters.max_clip_s
   too_small   frame smaller than filters.min_width x filters.min_height
   dark        mean luma below filters.min_brightness (black or nearly black)

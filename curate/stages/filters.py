@@ -33,6 +33,8 @@ class FilterStage(Stage):
             self._flow = scores.make_flow()
         todo = []
         for clip in task.clips:
+            if not clip.active:  # rejected upstream (too_short scene pieces): keep that first reason
+                continue
             dur = clip.end_s - clip.start_s
             if dur < cfg.min_clip_s:
                 clip.reject("too_short")

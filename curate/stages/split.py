@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from curate.ids import clip_id
 from curate.stage import Clip, Resources, SourceTask, Stage
 
@@ -35,17 +37,22 @@ class SplitStage(Stage):
             task.frame_times = times
             task.num_frames = len(times)
         clips = []
-        for start, end in plan_clips(result, self.config):
+        # Pieces under the minimum length are candidates too, rejected as too_short, so clips.parquet
+        # accounts for every span the splitter found (plan_clips alone would drop them silently).
+        for start, end in plan_clips(result, replace(self.config, min_clip_s=0.0)):
             start, end = int(start), int(end)
             if not 0 <= start < end <= len(times):
                 raise ValueError(f"splitter planned an impossible span [{start}, {end}) of {len(times)} frames")
             start_s, end_s = span_times(times, task.fps or result.fps, start, end)
             n = end - start
-            clips.append(Clip(
+            clip = Clip(
                 clip_id=clip_id(task.source, start, end), source=task.source, start_s=start_s, end_s=end_s,
                 start_frame=start, end_frame=end, num_frames=n,
                 fps=float(n / (end_s - start_s)) if end_s > start_s else float(task.fps or 0.0),
                 width=int(task.width or 0), height=int(task.height or 0),
-            ))
+            )
+            if end_s - start_s + 1e-9 < self.config.min_clip_s:
+                clip.reject("too_short")
+            clips.append(clip)
         task.clips = clips
 

@@ -247,3 +247,19 @@ def test_rerun_after_a_kill_during_the_final_write(curated, tmp_path, capsys):
     assert not (copy / "shards.building").exists()
     assert not (copy / "_state" / "tmp").exists() or not list((copy / "_state" / "tmp").iterdir())
     assert clip_rows(copy) == clip_rows(out)
+
+
+def test_short_scene_pieces_are_rejected_not_dropped(tmp_path, capsys):
+    """A shot shorter than split.min_clip_s is a candidate clip rejected as too_short, never silently lost."""
+    from dataload.synthetic import Shot, Transition, make_video
+
+    truth = make_video(tmp_path / "v.mp4", [Shot("pan", 75, seed=1), Shot("objects", 20, seed=2),
+                                            Shot("pan", 75, seed=3, direction=90.0)],
+                       [Transition("cut"), Transition("cut")], width=128, height=72)
+    rc, _, _ = curate(capsys, tmp_path / "v.mp4", "--out", tmp_path / "out", "--workers", "0")
+    assert rc == 0
+    rows = sorted(pq.read_table(tmp_path / "out" / "clips.parquet").to_pylist(), key=lambda r: r["start_frame"])
+    short = [r for r in rows if truth.cuts[0] <= r["start_frame"] < truth.cuts[1]]
+    assert len(short) == 1, rows
+    assert short[0]["status"] == "rejected" and short[0]["reject_reason"] == "too_short"
+    assert short[0]["end_s"] - short[0]["start_s"] < 2.0 and short[0]["shard"] is None
