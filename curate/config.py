@@ -137,7 +137,6 @@ class CurateConfig:
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
     models: Any = field(default_factory=_models_default)  # model stages and dedup, all off by default
-    models: Any = field(default_factory=_models_default)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

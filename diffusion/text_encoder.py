@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from diffusion.dtypes import parse_dtype
+
 _CONFIG_FILE = "text_encoder.json"
 
 
@@ -34,13 +36,6 @@ class TextEncoderConfig:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
 
 
-def _dtype(name: str) -> torch.dtype:
-    try:
-        return {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-                "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}") from None
-
 
 class TextEncoder:
     def __init__(self, config: TextEncoderConfig, model=None, tokenizer=None):
@@ -51,7 +46,7 @@ class TextEncoder:
         self.config = config
         if model is None:
             cls = T5EncoderModel if config.kind == "t5" else UMT5EncoderModel
-            kw = {"dtype": _dtype(config.dtype)}
+            kw = {"dtype": parse_dtype(config.dtype)}
             if config.subfolder_model:
                 kw["subfolder"] = config.subfolder_model
             model = cls.from_pretrained(config.path, **kw)

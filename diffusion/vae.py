@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from diffusion.dtypes import parse_dtype
+
 _CONFIG_FILE = "video_vae.json"
 
 
@@ -40,13 +42,6 @@ class VAEConfig:
         if self.space_to_depth < 1:
             raise ValueError(f"space_to_depth must be >= 1, got {self.space_to_depth}")
 
-
-def _dtype(name: str) -> torch.dtype:
-    try:
-        return {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-                "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}") from None
 
 
 class VideoVAE:
@@ -81,7 +76,7 @@ class VideoVAE:
         sub = config.subfolder
         if sub is None and os.path.isdir(os.path.join(config.path, "vae")):
             sub = "vae"
-        kwargs = {"torch_dtype": _dtype(config.dtype)}
+        kwargs = {"torch_dtype": parse_dtype(config.dtype)}
         if sub:
             kwargs["subfolder"] = sub
         return AutoencoderKLWan.from_pretrained(config.path, **kwargs)
