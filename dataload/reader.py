@@ -35,8 +35,8 @@ class VideoReader:
     strict: the first corrupt packet raises CorruptVideoError; otherwise corrupt data is skipped and
     counted in `decode_errors`. threads: decoder threads, 0 lets FFmpeg choose.
     fast_luma: luma reads (PyAV) skip the deblocking filter on non-reference pictures: every frame
-    is still decoded, reference pictures exactly, the others within about one luma level at
-    analysis sizes, for less decoding work. Off by default.
+    is still decoded, reference pictures exactly, the others within a few luma levels
+    (mean under 0.05) at analysis sizes, for less decoding work. Off by default.
     """
 
     def __init__(self, path, *, backend: str = "auto", strict: bool = False, threads: int = 0,

@@ -338,8 +338,9 @@ class PyAVSource(PyAVReadMixin):
 
     def _restart(self, fast: bool = False) -> None:
         """A fresh demuxer and decoder for a new pass from the start. `fast` skips the deblocking
-        filter on pictures no other picture predicts from (their luma moves by at most a level or
-        so; reference pictures, hence every later picture, decode exactly as usual)."""
+        filter on pictures no other picture predicts from (at analysis size their luma moves by a few
+        levels at most, well under 0.1 on average; reference pictures, hence every later picture,
+        decode exactly as usual)."""
         if self._used:
             self._container.close()
             self._container = open_container(self.path)
@@ -616,8 +617,9 @@ class FrameConverter:
         if y.shape[1] == w and y.shape[0] == h:
             return np.array(y, copy=True)  # the decoder reuses its buffer
         # OpenCV's area filter is ~15x slower at large non-integer factors than at exactly 2x, so
-        # halve (2x2 means) while the picture is 4x the target or more, then finish with one area pass.
-        while y.shape[1] >= 4 * w and y.shape[0] >= 4 * h:
+        # halve (2x2 means) while the picture is 2x the target or more, then finish with one area pass
+        # of a factor under 2 (about twice as fast as stopping the halving at 4x).
+        while y.shape[1] >= 2 * w and y.shape[0] >= 2 * h:
             hh, ww = y.shape[0] // 2, y.shape[1] // 2
             y = cv2.resize(y[: 2 * hh, : 2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
         shrink = w * h < y.shape[0] * y.shape[1]

@@ -245,7 +245,8 @@ def test_fast_luma_stays_within_a_level(real_videos_dir):
             b = f.read(luma=True, size=(-1, 64)).numpy().astype(int)
         assert a.shape == b.shape
         d = np.abs(a - b)
-        assert d.max() <= 2 and d.mean() < 0.05, (name, d.max(), d.mean())
+        # the 2x-step area filter averages less than the old 4x one, so a single pixel may move 3
+        assert d.max() <= 3 and d.mean() < 0.05, (name, d.max(), d.mean())
 
 
 @pytest.mark.real_videos
