@@ -25,11 +25,23 @@ class SplitStage(Stage):
 
     def __init__(self, config) -> None:
         self.config = config
+        self._detector = None
+
+    def setup(self) -> None:
+        # one detector per worker: it holds the TransNetV2 model across videos
+        from curate.split import SceneDetector
+
+        self._detector = SceneDetector(self.config)
+
+    def __getstate__(self):  # the model is per worker (made in setup), never shipped
+        return {**self.__dict__, "_detector": None}
 
     def process_task(self, task: SourceTask) -> None:
-        from curate.split import detect_scenes, plan_clips
+        from curate.split import plan_clips
 
-        result = detect_scenes(task.local_path, self.config)
+        if self._detector is None:
+            self.setup()
+        result = self._detector(task.local_path)
         times = task.frame_times
         if result.num_frames != len(times):
             # The splitter and the probe must number frames alike; trust the splitter's own times.
