@@ -145,14 +145,19 @@ class PyAVReadMixin:
         w, h = self.coded_size
         return FrameConverter(w, h, self.sar, self.rotation or 0, size, luma)
 
-    def iter_range(self, start: float | None, end: float | None, size, luma: bool):
-        conv = None
+    def _frames_in(self, start: float | None, end: float | None, luma: bool):
+        """Decoded frames with start <= time < end; frames decoded before start count as wasted."""
         for d in self._frames_from(start, luma):
             if end is not None and d.time_s >= end - 1e-9:
-                break
+                return
             if start is not None and d.time_s < start - 1e-9:
                 self.wasted += 1
                 continue
+            yield d
+
+    def iter_range(self, start: float | None, end: float | None, size, luma: bool):
+        conv = None
+        for d in self._frames_in(start, end, luma):
             if conv is None:
                 conv = self.converter(size, luma)
             yield d.index, d.time_s, conv(d.frame)
@@ -164,12 +169,7 @@ class PyAVReadMixin:
         sink = None
         pipe = None
         try:
-            for d in self._frames_from(start, luma):
-                if end is not None and d.time_s >= end - 1e-9:
-                    break
-                if start is not None and d.time_s < start - 1e-9:
-                    self.wasted += 1
-                    continue
+            for d in self._frames_in(start, end, luma):
                 if conv is None:
                     conv = self.converter(size, luma)
                     sink = FrameSink(conv.shape, self._count_hint(start, end), out)
