@@ -39,8 +39,8 @@ class SplitConfig:
     dissolve_min_change: float = 0.5  # the two ends of a dissolve differ at least like a cut does
     # transnetv2
     transnet_threshold: float = 0.5
-    # 100-frame windows per forward pass; 0 picks: 16 on a GPU (batching fills it), 1 on a CPU
-    # (measured: batching windows is slower there, the convolutions already fill the cores)
+    # 100-frame windows per forward pass on a GPU (0: 16, batching fills it); a CPU streams one
+    # window at a time on each core, reusing the overlap between consecutive windows
     transnet_batch_windows: int = 0
     device: str = "auto"  # auto: cuda when present, else cpu
 

@@ -8,7 +8,7 @@ import torch
 
 from curate.split import SplitConfig
 from curate.split.frames import decode_small
-from curate.split.transnet import TransNetSplitter, cuts_from_predictions
+from curate.split.transnet import TransNetSplitter, _model_class, cuts_from_predictions
 from dataload.synthetic import Shot, Transition, make_video
 
 
@@ -22,35 +22,35 @@ def test_cuts_from_predictions():
 
 @pytest.mark.slow
 def test_same_predictions_as_package(tmp_path):
-    torch.set_num_threads(1)
-    # 60 frames: two overlapping windows, run as one batch of two
-    make_video(tmp_path / "t.mp4", [Shot("texture", 20, 1), Shot("pan", 40, 2, speed=3)], [Transition("cut")],
+    # 130 frames: three overlapping windows, so on two threads one run of one window each side by
+    # side and a third that continues the second run, reusing its overlap
+    make_video(tmp_path / "t.mp4", [Shot("texture", 50, 1), Shot("pan", 80, 2, speed=3)], [Transition("cut")],
                width=96, height=54, fps=25)
     frames = decode_small(tmp_path / "t.mp4", size=(27, 48), luma=False, skip_deblock=False).frames
-    ours = TransNetSplitter(SplitConfig(device="cpu", transnet_batch_windows=2))
-    # the package's own windowing and inference, on the same model and frames
+    assert len(frames) == 130
+    # the package's own windowing and inference, on its own network and the same frames
     was = torch.are_deterministic_algorithms_enabled()
-    single, _ = ours.model.predict_frames(torch.from_numpy(frames), quiet=True)
+    package = _model_class()(device="cpu")
+    single, _ = package.predict_frames(torch.from_numpy(frames), quiet=True)
     torch.use_deterministic_algorithms(was)
-    mine = ours.predict(frames)
-    np.testing.assert_allclose(mine, single.numpy(), atol=1e-4)
-    # one window per task on two threads side by side; torch's thread count comes back afterwards
-    side = TransNetSplitter(SplitConfig(device="cpu", transnet_batch_windows=1))
-    side.model = ours.model
+    ours = TransNetSplitter(SplitConfig(device="cpu"))
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        np.testing.assert_allclose(side.predict(frames), single.numpy(), atol=1e-4)
-        assert torch.get_num_threads() == 2
+        np.testing.assert_allclose(ours.predict(frames), single.numpy(), atol=2e-5)
+        assert torch.get_num_threads() == 2  # lowered for the side-by-side runs, then restored
+        torch.set_num_threads(1)  # one run streams all three windows
+        np.testing.assert_allclose(ours.predict(frames), single.numpy(), atol=2e-5)
     finally:
-        torch.set_num_threads(1)
-    assert ours.detect(frames)[0] == [20]
+        torch.set_num_threads(threads)
+    assert ours.detect(frames)[0] == [50]
     # windows are the package's: padded with copies of the first and last frames, 100 long, step 50
     w = ours.windows(torch.from_numpy(frames))
-    assert w.shape == (2, 100, 27, 48, 3)
+    assert w.shape == (3, 100, 27, 48, 3)
     assert torch.equal(w[0, :25], torch.from_numpy(frames[:1]).expand(25, -1, -1, -1))
-    assert torch.equal(w[0, 25:85], torch.from_numpy(frames))
+    assert torch.equal(w[0, 25:], torch.from_numpy(frames[:75]))
     assert torch.equal(w[1, :50], w[0, 50:])
-    assert torch.equal(w[1, 35:], torch.from_numpy(frames[-1:]).expand(65, -1, -1, -1))
+    assert torch.equal(w[2, 55:], torch.from_numpy(frames[-1:]).expand(45, -1, -1, -1))
 
 
 def test_frames_equal_ffmpeg_cli(tmp_path):
