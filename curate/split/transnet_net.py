@@ -141,31 +141,26 @@ class _Block:
             self.second = _ChannelsLastLayer(sd, f"{prefix}.DDCNN.1", False)
         self.winograd = winograd
 
-    def __call__(self, x: torch.Tensor, batch: int) -> torch.Tensor:
-        if self.winograd:
-            shortcut = self.first(x, batch)
-            y = self.second(shortcut, batch)
-        else:
-            shortcut, _ = self.first(x, batch)
-            y, _ = self.second(shortcut, batch)
-        return F.avg_pool2d(torch.relu_(y).add_(shortcut), 2)
-
-    def stream(self, x: torch.Tensor, carry: list[torch.Tensor] | None, step: int) -> tuple[torch.Tensor, list]:
-        """One window (batch 1) of a channels-last block, reusing the previous window's work.
+    def __call__(self, x: torch.Tensor, batch: int, carry: list[torch.Tensor] | None = None,
+                 step: int = 0) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The block's output, and (channels-last blocks) its second layer's spatial outputs, which
+        the next window of a stream passes back as `carry` (batch 1) to reuse the overlap.
 
         Windows overlap by T - step frames. The second layer's spatial convolution at frame p
         depends only on the first layer's output at p, which equals the whole-video value
         whenever no temporal tap of the first layer reaches past the window (MAX_D <= p < T -
         MAX_D). Frames that are such in this window and in the previous one (p + step) need no
         new convolution: with T=100, step=50 that is frames 8..41, a third of the block's largest
-        convolution. `carry` holds the previous window's second-layer spatial outputs."""
-        t = x.shape[0]
-        lo, hi = MAX_D, t - MAX_D - step
-        known = None
-        if carry is not None and hi > lo:
-            known = (lo, hi, [s[lo + step:hi + step] for s in carry])
-        shortcut, _ = self.first(x, 1)
-        y, spatial = self.second(shortcut, 1, known)
+        convolution."""
+        if self.winograd:
+            shortcut = self.first(x.contiguous(), batch)
+            y, spatial = self.second(shortcut, batch), None
+        else:
+            t = x.shape[0]
+            lo, hi = MAX_D, t - MAX_D - step
+            known = (lo, hi, [s[lo + step:hi + step] for s in carry]) if carry is not None and hi > lo else None
+            shortcut, _ = self.first(x, batch)
+            y, spatial = self.second(shortcut, batch, known)
         return F.avg_pool2d(torch.relu_(y).add_(shortcut), 2), spatial
 
 
@@ -234,34 +229,33 @@ class FastTransNetV2:
         z = torch.relu_(F.linear(z, self.fc1_w, self.fc1_b))
         return torch.sigmoid(F.linear(z, self.cls_w, self.cls_b))[..., 0]
 
+    def _predict(self, frames: torch.Tensor, keep: slice, carry: list[torch.Tensor] | None = None,
+                 step: int = 0) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        b, t = frames.shape[:2]
+        x, means = self._float_frames(frames), []
+        for i, block in enumerate(self.blocks):
+            x, spatial = block(x, b, carry, step)
+            if i == 0:
+                carry = spatial
+            means.append(x.mean(dim=(2, 3)).view(b, t, -1))
+        return self._head(frames, x, means, keep), carry
+
     @torch.inference_mode()
     def single_frame(self, frames: torch.Tensor, keep: slice | None = None) -> torch.Tensor:
         """Sigmoid single-frame predictions (B, kept frames) of independent windows (B, T, 27, 48, 3)."""
         self._check(frames)
-        b, t = frames.shape[:2]
-        x, means = self._float_frames(frames), []
-        for block in self.blocks:
-            x = block(x.contiguous() if block.winograd else x, b)
-            means.append(x.mean(dim=(2, 3)).view(b, t, -1))
-        return self._head(frames, x, means, keep or slice(0, t))
+        return self._predict(frames, keep or slice(0, frames.shape[1]))[0]
 
     @torch.inference_mode()
     def stream(self, windows: torch.Tensor, keep: slice, step: int,
                carry: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Predictions (W, kept frames) of consecutive windows (W, T, 27, 48, 3), window i + 1
         starting `step` frames after window i, each computed exactly as `single_frame` would but
-        reusing overlapping work (see `_Block.stream`). `carry` continues an earlier call whose
+        reusing overlapping work (see `_Block.__call__`). `carry` continues an earlier call whose
         last window came just before these; the returned one continues this call."""
         self._check(windows)
-        t = windows.shape[1]
         out = []
         for window in windows.split(1):
-            x, means = self._float_frames(window), []
-            for i, block in enumerate(self.blocks):
-                if i == 0:
-                    x, carry = block.stream(x, carry, step)
-                else:
-                    x = block(x.contiguous() if block.winograd else x, 1)
-                means.append(x.mean(dim=(2, 3)).view(1, t, -1))
-            out.append(self._head(window, x, means, keep))
+            pred, carry = self._predict(window, keep, carry, step)
+            out.append(pred)
         return torch.cat(out), carry
