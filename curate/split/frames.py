@@ -1,12 +1,13 @@
 """Small frames for shot detection, decoded once per video.
 
-The content detector reads ~64 px wide luma, TransNetV2 48x27 RGB. Both come from one PyAV pass
-that follows the reader's conventions (dataload.backends.pyav: same stream choice, same pixel
-conversion, frames numbered as decoded, times from stream timestamps, corrupt packets skipped and
-counted), with one analysis-only shortcut: the H.264/HEVC deblocking filter is skipped, which
-costs nothing visible at 64 px and saves about a third of the decoding time.
+The content detector reads ~64 px wide luma: the reader's analysis path (`VideoReader.read(luma=True,
+size=...)` with `fast_luma`), so frames are numbered and timed exactly as the probe and every later
+stage see them, with one analysis-only shortcut: the H.264/HEVC deblocking filter is skipped, which
+changes nothing a frame-difference detector can see at 64 px and saves about a quarter of the decoding.
+TransNetV2 reads 48x27 RGB from its own pass that follows the reader's conventions (same stream
+choice, frames numbered as decoded, times from stream timestamps, corrupt packets skipped and
+counted) but scales through libavfilter, as the model's own package does.
 """
-
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from dataload.backends.pyav import FrameConverter, choose_stream, open_container, rotation_of
+from dataload.backends.pyav import choose_stream, open_container, rotation_of
 from dataload.errors import VideoError
+from dataload.reader import VideoReader
 
 
 class _ScaledRGB:
@@ -57,6 +59,11 @@ def decode_small(path: str | os.PathLike, *, size: tuple[int, int], luma: bool =
                  skip_deblock: bool = True) -> SmallFrames:
     """Every frame of `path` at `size` = (h, w) (one side -1 keeps the display aspect), luma or RGB."""
     path = os.fspath(path)
+    if luma:
+        with VideoReader(path, backend="pyav", threads=threads, fast_luma=skip_deblock) as reader:
+            frames = reader.read(luma=True, size=size).numpy()
+            times = reader.timestamps()  # learnt by that pass: no second decode
+            return SmallFrames(frames, times, _average_fps(times, reader.info.nominal_fps), reader.decode_errors)
     container = open_container(path)
     with container:
         stream = choose_stream(container, path, None)
@@ -66,8 +73,6 @@ def decode_small(path: str | os.PathLike, *, size: tuple[int, int], luma: bool =
         if skip_deblock:
             cc.options = {"skip_loop_filter": "all"}
         tb = stream.time_base or Fraction(1, 1000)
-        sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
-        sar = Fraction(sar) if sar and sar > 0 else Fraction(1, 1)
         convert = None
         out, pts, errors = [], [], 0
         packets = container.demux(stream)
@@ -88,8 +93,7 @@ def decode_small(path: str | os.PathLike, *, size: tuple[int, int], luma: bool =
                 continue
             for frame in decoded:
                 if convert is None:
-                    convert = (FrameConverter(frame.width, frame.height, sar, rotation_of(frame), size, True)
-                               if luma else _ScaledRGB(stream, frame, size))
+                    convert = _ScaledRGB(stream, frame, size)
                 out.append(convert(frame))
                 pts.append(frame.pts if frame.pts is not None else (pts[-1] + 1 if pts else 0))
     if not out:
@@ -98,8 +102,12 @@ def decode_small(path: str | os.PathLike, *, size: tuple[int, int], luma: bool =
     # picture gets the k-th smallest timestamp.
     times = np.sort(np.asarray(pts, dtype=np.float64)) * float(tb)
     times -= times[0]
-    n = len(out)
+    return SmallFrames(np.stack(out), times, _average_fps(times, float(stream.average_rate or 0.0)), errors)
+
+
+def _average_fps(times: np.ndarray, nominal: float | None) -> float:
+    """Frames over duration, the last frame lasting a typical interval (the nominal rate for one frame)."""
+    n = len(times)
     step = float(np.median(np.diff(times))) if n > 1 else 0.0
     duration = float(times[-1]) + step
-    fps = n / duration if duration > 0 else float(stream.average_rate or 0.0)
-    return SmallFrames(np.stack(out), times, fps, errors)
+    return n / duration if duration > 0 else float(nominal or 0.0)
