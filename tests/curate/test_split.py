@@ -130,6 +130,31 @@ def test_real_videos(real_videos_dir, ground_truth):
     assert bad.num_frames == 49 and bad.decode_errors >= 1
 
 
+def _cuts_exact_and_fast(path):
+    from curate.split import content
+    from curate.split.frames import decode_small
+
+    return [content.detect(decode_small(path, size=(-1, 64), skip_deblock=skip).frames, SplitConfig())
+            for skip in (False, True)]
+
+
+def test_skipping_deblocking_keeps_the_cuts(synth_set):
+    """The splitter's analysis-grade decode finds the cuts exact decoding finds; transitions may end a
+    frame apart."""
+    for path, _, _ in synth_set:
+        (cuts_a, tr_a), (cuts_b, tr_b) = _cuts_exact_and_fast(path)
+        assert len(cuts_a) == len(cuts_b) and len(tr_a) == len(tr_b), path.name
+        assert all(abs(a - b) <= 1 for a, b in zip(cuts_a, cuts_b)), path.name
+        assert all(abs(a - c) <= 1 and abs(b - d) <= 1 for (a, b), (c, d) in zip(tr_a, tr_b)), path.name
+
+
+@pytest.mark.real_videos
+def test_skipping_deblocking_keeps_the_cuts_on_real_videos(real_videos_dir):
+    for name in ("bikes.mp4", "flipping_a_pancake.mkv", "nasa_13013.mp4", "fire2.mp4"):
+        exact, fast = _cuts_exact_and_fast(real_videos_dir / name)
+        assert exact == fast, name
+
+
 def test_plan_clips_bounds_hold_on_random_vfr_scenes():
     rng = np.random.default_rng(0)
     for _ in range(50):
