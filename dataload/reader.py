@@ -33,7 +33,8 @@ class VideoReader:
     damaged files fall back to PyAV), "dali" (GPU; needs the [gpu] extra), "auto" (decord for
     sparse reads of codecs it decodes, PyAV otherwise).
     strict: the first corrupt packet raises CorruptVideoError; otherwise corrupt data is skipped and
-    counted in `decode_errors`. threads: decoder threads, 0 lets FFmpeg choose.
+    counted in `decode_errors`. threads: decoder threads, 0 lets FFmpeg choose; a whole-video luma
+    read decodes key-frame ranges side by side, one thread each (threads=1: never).
     fast_luma: luma reads (PyAV) decode analysis-grade, as shot splitting does: every frame is
     decoded but the codec's deblocking filter is skipped, so luma differs from the exact decode by
     about a level on average at analysis sizes (up to a few tens on single pixels), for about a

@@ -164,7 +164,14 @@ class PyAVReadMixin:
 
     def read_all(self, start: float | None, end: float | None, size, luma: bool, out=None):
         """Every frame in [start, end) into one (T, H, W[, 3]) uint8 array, written in place: into
-        `out` (a reusable buffer) when given, else into storage sized from the header's frame count."""
+        `out` (a reusable buffer) when given, else into storage sized from the header's frame count.
+        A whole-video luma read decodes key-frame ranges side by side where it can (keyframe_ranges)."""
+        if luma and start is None and end is None and self.threads != 1 and (os.cpu_count() or 1) > 1:
+            from dataload.backends.keyframe_ranges import read_luma_ranges  # it builds on this module
+
+            arr = read_luma_ranges(self, size, out)
+            if arr is not None:
+                return arr
         conv = None
         sink = None
         pipe = None
@@ -333,6 +340,17 @@ class PyAVSource(PyAVReadMixin):
         if need > have:
             raise VideoError(f"{self.path}: truncated file: {have} bytes, but its index reaches byte {need}")
 
+    def indexed_keyframes(self) -> int | None:
+        """Key frames in the container's own index when it lists every packet (MP4, AVI), else None."""
+        try:
+            entries = self._stream.index_entries
+            n = len(entries) if entries is not None else 0
+            if not self.header_frames or n < self.header_frames:
+                return None
+            return sum(1 for i in range(n) if entries[i].is_keyframe)
+        except Exception:  # noqa: BLE001 - an index PyAV cannot read says nothing
+            return None
+
     # -- decoding ---------------------------------------------------------------------------------
 
     def _restart(self, fast: bool = False) -> None:
@@ -495,12 +513,27 @@ class PyAVSource(PyAVReadMixin):
             if not state.times:
                 raise VideoError(f"{self.path}: no decodable video frames"
                                  + (f" ({state.errors} decode errors)" if state.errors else ""))
-            last = float(state.last_duration * self.time_base) if state.last_duration else None
-            w, h = self.coded_size
-            self.scan = Scan(times=np.asarray(state.times, dtype=np.float64), last_duration_s=last,
-                             decode_errors=state.errors, coded_width=w, coded_height=h,
-                             rotation=self.rotation or 0, sar=self.sar, first_pts=first_pts)
+            self._record_scan(state, first_pts)
         return None
+
+    def _record_scan(self, state: _PassState, first_pts: int | None) -> None:
+        """Keep what a complete pass from the start saw (timestamps, errors, picture geometry)."""
+        last = float(state.last_duration * self.time_base) if state.last_duration else None
+        w, h = self.coded_size
+        self.scan = Scan(times=np.asarray(state.times, dtype=np.float64), last_duration_s=last,
+                         decode_errors=state.errors, coded_width=w, coded_height=h,
+                         rotation=self.rotation or 0, sar=self.sar, first_pts=first_pts)
+
+    def record_range_pass(self, pts: list[int], last_duration: int | None, coded_size: tuple[int, int],
+                          rotation: int) -> None:
+        """Record a complete, error-free pass made elsewhere (keyframe_ranges) from its sorted frame pts."""
+        first = pts[0]
+        num, den = self.time_base.numerator, self.time_base.denominator
+        state = _PassState(errors=0, times=[(p - first) * num / den for p in pts], last_duration=last_duration,
+                           complete=True)
+        self._pass = state
+        self.rotation, self.coded_size = rotation, coded_size
+        self._record_scan(state, first)
 
     @property
     def last_pass_errors(self) -> int:
