@@ -7,7 +7,8 @@ Contenders, each decoding every frame of the same file, timed interleaved (media
                 tensor of the previous repeat: a reused buffer, as a loader keeps one)
   ours_rgb_alloc  the same with a fresh tensor each time (pays first-touch page faults)
   ours_luma     VideoReader(path, backend="pyav", fast_luma=True).read(luma=True, size=(-1, 64)): the
-                analysis path as shot splitting reads it (every frame decoded, deblocking skipped)
+                analysis path as shot splitting reads it (every frame decoded, deblocking skipped;
+                videos with several key frames decode their key-frame ranges side by side)
   ours_luma_exact  the same with exact decoding (fast_luma=False), as the filters read luma
 Files: the shared real videos (when present) and a 1080p synthetic H.264 clip made once in --cache.
 Ratios: ours_rgb / pyav_loop (needed >= 0.95) and ours_luma / ours_rgb (needed >= 1.3), as medians
