@@ -41,10 +41,9 @@ class _Survey:
 
 @dataclass
 class _Range:
-    lo: int | None  # first pts kept (None: from the start)
+    lo: int | None  # first pts kept: its key frame's (None: from the start)
     hi: int | None  # first pts not kept (None: to the end)
-    seek_ts: int | None
-    key_pts: int | None
+    seek_ts: int | None  # the key frame's dts (some demuxers seek by it)
     expect: int  # pictures whose pts fall in [lo, hi)
     frames: list = field(default_factory=list)  # (pts, array)
     first: tuple | None = None  # (width, height, rotation) of its first picture
@@ -80,7 +79,7 @@ def plan(s: _Survey, workers: int) -> list[_Range]:
             starts.append(best[0])
     by_packet = {k[0]: k for k in s.keys}
     starts = sorted(starts)
-    bounds = [0] + [by_packet[p][0] for p in starts[1:]] + [s.packets]
+    bounds = starts + [s.packets]
     if min(b - a for a, b in zip(bounds, bounds[1:])) < MIN_RANGE_PACKETS:
         return []
     ranges = []
@@ -94,7 +93,7 @@ def plan(s: _Survey, workers: int) -> list[_Range]:
             sel = sel[sel >= lo]
         if hi is not None:
             sel = sel[sel < hi]
-        ranges.append(_Range(lo, hi, key[2] if key else None, lo, int(sel.size)))
+        ranges.append(_Range(lo, hi, key[2] if key else None, int(sel.size)))
     return ranges if len(ranges) > 1 and sum(r.expect for r in ranges) == s.pts.size else []
 
 
@@ -114,7 +113,7 @@ def _decode_range_or_raise(path, stream_index, r: _Range, fast: bool, sar, size,
         stream.codec_context.thread_count = 1  # the ranges are the parallelism
         if fast:
             stream.codec_context.options = {"skip_loop_filter": "all"}
-        packets = container.demux(stream) if r.key_pts is None else _seek(container, stream, r)
+        packets = container.demux(stream) if r.lo is None else _seek(container, stream, r)
         convert = None
         for packet in packets:
             if packet.is_corrupt or stop.is_set():
@@ -151,7 +150,7 @@ def _decode_range_or_raise(path, stream_index, r: _Range, fast: bool, sar, size,
 def _seek(container, stream, r: _Range):
     """Packets from the range's key frame on. Demuxers seek by pts (MP4) or by their index's
     timestamps (dts elsewhere): try both, and check where the seek landed."""
-    for target in dict.fromkeys((r.key_pts, r.seek_ts)):
+    for target in dict.fromkeys((r.lo, r.seek_ts)):
         container.seek(target, stream=stream, backward=True, any_frame=False)
         packets = container.demux(stream)
         for packet in packets:
@@ -159,7 +158,7 @@ def _seek(container, stream, r: _Range):
                 break
         else:
             continue
-        if packet.pts == r.key_pts and packet.is_keyframe:
+        if packet.pts == r.lo and packet.is_keyframe:
             yield packet
             yield from packets
             return
