@@ -9,6 +9,7 @@ TransNetV2 reads 48x27 RGB from its own pass that follows the reader's conventio
 choice, frames numbered as decoded, times from stream timestamps, corrupt packets skipped and
 counted) but scales through libavfilter, as the model's own package does.
 """
+
 from __future__ import annotations
 
 import os

@@ -94,7 +94,7 @@ def plan(s: _Survey, workers: int) -> list[_Range]:
         if hi is not None:
             sel = sel[sel < hi]
         ranges.append(_Range(lo, hi, key[2] if key else None, int(sel.size)))
-    return ranges if len(ranges) > 1 and sum(r.expect for r in ranges) == s.pts.size else []
+    return ranges if len(ranges) > 1 else []  # consecutive [lo, hi) ranges: every pts falls in one
 
 
 def _decode_range(path: str, stream_index: int, r: _Range, fast: bool, sar, size, stop: threading.Event) -> _Range:
@@ -170,8 +170,7 @@ def read_luma_ranges(source, size, out=None) -> np.ndarray | None:
     several threads, recording the pass's scan as a sequential pass would; None when this video
     should be read the usual way."""
     workers = min(os.cpu_count() or 1, 8)
-    keys = source.indexed_keyframes()
-    if keys is not None and keys < 2:
+    if source.indexed_single_keyframe():
         return None  # one group of pictures: nothing to split (and no demux pass to pay for)
     s = survey(source.path, source.stream_index)
     ranges = plan(s, workers) if s is not None else []

@@ -340,16 +340,23 @@ class PyAVSource(PyAVReadMixin):
         if need > have:
             raise VideoError(f"{self.path}: truncated file: {have} bytes, but its index reaches byte {need}")
 
-    def indexed_keyframes(self) -> int | None:
-        """Key frames in the container's own index when it lists every packet (MP4, AVI), else None."""
+    def indexed_single_keyframe(self) -> bool:
+        """True when the container's own index lists every packet (MP4, AVI) and only one key frame.
+        Stops at the second key frame, so long videos do not walk their whole index."""
         try:
             entries = self._stream.index_entries
             n = len(entries) if entries is not None else 0
             if not self.header_frames or n < self.header_frames:
-                return None
-            return sum(1 for i in range(n) if entries[i].is_keyframe)
+                return False
+            keys = 0
+            for i in range(n):
+                if entries[i].is_keyframe:
+                    keys += 1
+                    if keys > 1:
+                        return False
+            return True
         except Exception:  # noqa: BLE001 - an index PyAV cannot read says nothing
-            return None
+            return False
 
     # -- decoding ---------------------------------------------------------------------------------
 

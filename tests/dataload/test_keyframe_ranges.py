@@ -100,8 +100,10 @@ def test_single_group_videos_are_not_split(gop_videos, tmp_path):
     path = tmp_path / "one_gop.mp4"
     write_video(path, _frames(40))  # default keyint: one key frame
     with VideoReader(path, backend="pyav") as r:
-        assert r._pyav.indexed_keyframes() == 1
+        assert r._pyav.indexed_single_keyframe()
         assert read_luma_ranges(r._pyav, SIZE) is None
+    with VideoReader(gop_videos["closed.mp4"], backend="pyav") as r:
+        assert not r._pyav.indexed_single_keyframe()
     s = survey(str(gop_videos["closed.mp4"]), 0)
     assert [k[0] for k in s.keys] == list(range(0, 96, 16))
 
