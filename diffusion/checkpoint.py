@@ -5,7 +5,9 @@ RUN/checkpoints/step-NNNNNNN/ holds
   - rank-RRRRR.json: what differs per rank or is not a tensor: step, scheduler, EMA counter, loader state;
   - rank-RRRRR.rng.safetensors: the torch RNG states of that rank.
 A checkpoint is written under step-NNNNNNN.tmp and renamed once every rank has finished, so a folder
-without the suffix is always complete.
+without the suffix is always complete. Reading never executes anything stored in a checkpoint
+(diffusion.safe_dcp); `usable_checkpoints` lists the complete ones newest first, checked without loading
+weights, and says why the damaged ones were passed over.
 """
 
 from __future__ import annotations
@@ -21,9 +23,22 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from dataload.files import atomic_write_text, read_regular
+from diffusion.safe_dcp import (
+    MAX_RECORD_BYTES,
+    MAX_RNG_BYTES,
+    CheckpointError,
+    load_kwargs,
+    read_metadata,
+    unwrap,
+    verify_checkpoint,
+)
 
 _STEP_RE = re.compile(r"^step-(\d{7})$")
 
@@ -36,13 +51,28 @@ def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
     root = Path(run) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_RE.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_RE.match(p.name)) and p.is_dir() and not p.is_symlink()]
     return sorted(found)
 
 
 def latest_checkpoint(run: Path) -> tuple[int, Path] | None:
     found = list_checkpoints(run)
     return found[-1] if found else None
+
+
+def usable_checkpoints(run: Path) -> tuple[list[tuple[int, Path]], list[tuple[int, str]]]:
+    """(complete checkpoints newest first, (step, why) for each damaged one)."""
+    good: list[tuple[int, Path]] = []
+    damaged: list[tuple[int, str]] = []
+    for step, path in reversed(list_checkpoints(run)):
+        try:
+            verify_checkpoint(path, step)
+        except CheckpointError as exc:
+            damaged.append((step, f"{path.name} is damaged ({exc})"))
+            continue
+        good.append((step, path))
+    return good, damaged
 
 
 def _rank() -> int:
@@ -69,16 +99,29 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
+    try:
+        _save(tmp, final, step, model, optimizer, ema, scheduler, loader_state, extra)
+    except BaseException:
+        if _rank() == 0:  # a full disk or an interrupt: leave no half-written checkpoint behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, loader_state, extra) -> None:
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     if ema is not None:
         state["ema"] = ema.shadow
-    dcp.save(state, checkpoint_id=str(tmp))
+    try:
+        dcp.save(state, checkpoint_id=str(tmp))
+    except CheckpointException as exc:  # a BaseException: turn it into what it wraps
+        raise unwrap(exc, tmp) from None
     rank = _rank()
     meta = {"step": step, "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "ema_num_updates": ema.num_updates if ema is not None else None,
             "loader": loader_state, "extra": extra or {}}
-    (tmp / f"rank-{rank:05d}.json").write_text(json.dumps(meta))
+    atomic_write_text(tmp / f"rank-{rank:05d}.json", json.dumps(meta))
     save_file({k: v.contiguous() for k, v in _rng_state().items()}, str(tmp / f"rank-{rank:05d}.rng.safetensors"))
     _barrier()
     if rank == 0:
@@ -86,7 +129,6 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.
             shutil.rmtree(final)
         os.replace(tmp, final)
     _barrier()
-    return final
 
 
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -100,7 +142,10 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
         state = {"model": get_state_dict(model, [])[0]}
     if ema is not None:
         state["ema"] = ema.shadow
-    dcp.load(state, checkpoint_id=str(path))
+    try:
+        dcp.load(state, checkpoint_id=str(path), **load_kwargs(path))
+    except CheckpointException as exc:  # a BaseException: turn it into what it wraps
+        raise unwrap(exc, path) from None
     if optimizer is not None:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
@@ -109,14 +154,14 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
     meta_path = path / f"rank-{rank:05d}.json"
     if not meta_path.is_file():  # another world size: rank 0's record still says the step
         meta_path = path / "rank-00000.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(read_regular(meta_path, "checkpoint record", MAX_RECORD_BYTES))
     if ema is not None and meta.get("ema_num_updates") is not None:
         ema.num_updates = int(meta["ema_num_updates"])
     if scheduler is not None and meta.get("scheduler") is not None:
         scheduler.load_state_dict(meta["scheduler"])
     rng_path = path / f"rank-{rank:05d}.rng.safetensors"
     if restore_rng and rng_path.is_file():
-        rng = load_file(str(rng_path))
+        rng = load_safetensors(read_regular(rng_path, "RNG state", MAX_RNG_BYTES))
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
@@ -124,17 +169,32 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
 
 
 def load_weights(path: Path, model: nn.Module, *, prefer_ema: bool = True) -> str:
-    """Load a checkpoint's weights into an unsharded model without a process group; returns "ema"/"model"."""
+    """Load a checkpoint's weights into an unsharded model without a process group; returns "ema"/"model".
+
+    The checkpoint is checked first (CheckpointError names what is damaged), and a failure while reading
+    its tensors (a wrong shape, damaged bytes) is a CheckpointError too."""
     path = Path(path)
+    verify_checkpoint(path, records=False)
     with warnings.catch_warnings():
         # loading in one process on purpose; DCP warns about it even with no_dist=True
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-        return _load_weights(path, model, prefer_ema)
+        try:
+            return _load_weights(path, model, prefer_ema)
+        except CheckpointError:
+            raise
+        except CheckpointException as exc:
+            raise unwrap(exc, path) from None
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot load its weights ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
 
 
 def _load_weights(path: Path, model: nn.Module, prefer_ema: bool) -> str:
-    reader = dcp.FileSystemReader(str(path))
-    keys = reader.read_metadata().state_dict_metadata.keys()
+    keys = read_metadata(path).state_dict_metadata.keys()
     has_ema = any(k.startswith("ema.") for k in keys)
     source = "ema" if prefer_ema and has_ema else "model"
     sd = {name: t.detach().clone() for name, t in model.state_dict().items()}
@@ -144,15 +204,15 @@ def _load_weights(path: Path, model: nn.Module, prefer_ema: bool) -> str:
         buffers = {k: v for k, v in sd.items() if k not in params}
         if buffers:
             state["model"] = buffers
-        dcp.load(state, checkpoint_id=str(path), no_dist=True)
+        dcp.load(state, checkpoint_id=str(path), no_dist=True, **load_kwargs(path))
         merged = {**state.get("model", {}), **state["ema"]}
     else:
         state = {"model": sd}
-        dcp.load(state, checkpoint_id=str(path), no_dist=True)
+        dcp.load(state, checkpoint_id=str(path), no_dist=True, **load_kwargs(path))
         merged = state["model"]
     model.load_state_dict(merged)
     return source
 
 
-__all__ = ["StateDictOptions", "checkpoint_dir", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
-           "load_weights", "save_checkpoint"]
+__all__ = ["CheckpointError", "StateDictOptions", "checkpoint_dir", "latest_checkpoint", "list_checkpoints",
+           "load_checkpoint", "load_weights", "save_checkpoint", "usable_checkpoints"]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
-from diffusion.launch import UserError, launch, quiet_progress_unless_tty, under_torchrun
+from diffusion.errors import UserError, run_command
+from diffusion.launch import launch, quiet_progress_unless_tty, under_torchrun
+
+# local CPU ranks beyond this many per core only thrash (and each holds a copy of the model while it loads)
+MAX_RANKS_PER_CPU = 4
 
 
 def _data_arg(text: str) -> tuple[str, float]:
@@ -18,8 +23,8 @@ def _data_arg(text: str) -> tuple[str, float]:
             w = float(weight)
         except ValueError:
             return text, 1.0
-        if not w > 0:
-            raise argparse.ArgumentTypeError(f"--data weight must be > 0, got {weight}")
+        if not (w > 0 and math.isfinite(w)):
+            raise argparse.ArgumentTypeError(f"--data weight must be a finite number > 0, got {weight}")
         return path, w
     return text, 1.0
 
@@ -95,11 +100,44 @@ def resolve_layout(nproc: int | None, dp: int | None, cp: int) -> tuple[int, int
         dp = nproc // cp
     if dp * cp != nproc:
         raise UserError(f"--nproc {nproc} must equal --dp x --cp = {dp} x {cp} = {dp * cp}")
+    check_rank_count(nproc)
     return nproc, dp, cp
+
+
+def check_rank_count(nproc: int) -> None:
+    """Local ranks this machine can run: one GPU each, or a few per CPU core."""
+    if under_torchrun():
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        if nproc > torch.cuda.device_count():
+            raise UserError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if nproc > MAX_RANKS_PER_CPU * cores:
+        raise UserError(f"--nproc {nproc} is more than {MAX_RANKS_PER_CPU} ranks per CPU core ({cores} cores here)")
+
+
+def check_training_memory(cfg, nproc: int) -> None:
+    """On the CPU every local rank builds the whole model before sharding it; refuse what cannot fit."""
+    import torch
+
+    from diffusion.memory import available_bytes, describe, dit_params
+
+    if torch.cuda.is_available() or under_torchrun():
+        return
+    params = dit_params(cfg.model)
+    need = params * 4 * (nproc + 4)  # each rank's full build, plus sharded grads, Adam moments and EMA
+    have = available_bytes()
+    if need > have:
+        raise UserError(f"the model ({params / 1e6:.0f}M parameters) needs about {describe(need)} to train on "
+                        f"{nproc} CPU rank(s); {describe(have)} is available")
 
 
 def _check_data(sources: list[tuple[str, float]]) -> None:
     """Every source exists and holds shards of one known kind (checked before any rank starts)."""
+    from dataload.files import describe_os_error
     from dataload.loader.sources import resolve_source
 
     for path, _ in sources:
@@ -108,16 +146,19 @@ def _check_data(sources: list[tuple[str, float]]) -> None:
         try:
             resolve_source(path)
         except (FileNotFoundError, ValueError) as exc:
-            raise UserError(f"--data {path}: {exc}") from exc
+            raise UserError(f"--data {path}: {' '.join(str(exc).split())}") from None
+        except OSError as exc:
+            raise UserError(f"--data {path}: {describe_os_error(exc)}") from None
 
 
 def run_fit(args) -> int:
+    from dataload.lock import FolderLock
     from diffusion.config import load_config, to_dict
     from diffusion.fit import FitPlan, fit_rank, prepare_run
 
     nproc, dp, cp = resolve_layout(args.nproc, args.dp, args.cp)
-    _check_data(args.data)
     cfg = load_config(args.config, args.overrides)
+    _check_data(args.data)
     steps = args.steps if args.steps is not None else cfg.train.steps
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
@@ -128,17 +169,34 @@ def run_fit(args) -> int:
         _check_data([(p, 1.0) for p in args.val_data])
         cfg.train.val_data = [str(Path(p).resolve()) for p in args.val_data]
     _check_heads(cfg, cp)
-    plan = FitPlan(run=str(Path(args.out).resolve()), sources=[(p, w) for p, w in args.data], steps=steps,
+    check_training_memory(cfg, nproc)
+    run = Path(args.out).resolve()
+    if run.exists() and not run.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    if not args.resume and run.is_dir() and any(run.iterdir()) and not (run / "config.yaml").exists():
+        raise UserError(f"--out {args.out} already exists and holds no training run; choose another --out")
+    plan = FitPlan(run=str(run), sources=[(p, w) for p, w in args.data], steps=steps,
                    stop_after=args.stop_after, resume=args.resume, dp=dp, cp=cp)
     rank0 = not under_torchrun() or int(os.environ.get("RANK", "0")) == 0
-    if rank0:
-        prepare_run(cfg, plan)
-    status = launch(fit_rank, nproc, {"cfg_dict": to_dict(cfg), "plan": plan},
-                    verbose_errors=bool(os.environ.get("VFM_DEBUG")))
+    if args.resume and not (run / "config.yaml").is_file():
+        raise UserError(f"--resume: {run} is not a training run (no config.yaml)")
+    with FolderLock(run, ".lock", command="vfm-train fit") if rank0 else _no_lock():
+        if rank0:
+            prepare_run(cfg, plan)
+        status = launch(fit_rank, nproc, {"cfg_dict": to_dict(cfg), "plan": plan},
+                        verbose_errors=bool(os.environ.get("VFM_DEBUG")))
     if status == 0 and rank0:
         last = "stopped at" if args.stop_after is not None and args.stop_after < steps else "finished at"
         print(f"vfm-train fit: {last} step {args.stop_after or steps}; run in {plan.run}", file=sys.stderr)
     return status
+
+
+class _no_lock:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _check_heads(cfg, cp: int) -> None:
@@ -148,12 +206,17 @@ def _check_heads(cfg, cp: int) -> None:
 
 
 def run_precompute(args) -> int:
+    from dataload.lock import FolderLock
     from diffusion.config import load_config
     from diffusion.precompute import precompute
 
-    _check_data(args.data)
     cfg = load_config(args.config, args.overrides)
-    n = precompute(cfg, [(p, w) for p, w in args.data], Path(args.out), text_encoder_dir=args.text_encoder)
+    _check_data(args.data)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    with FolderLock(out, ".lock", command="vfm-train precompute"):
+        n = precompute(cfg, [(p, w) for p, w in args.data], out, text_encoder_dir=args.text_encoder)
     print(f"vfm-train precompute: {n} clip(s) encoded into {args.out}", file=sys.stderr)
     return 0
 
@@ -161,7 +224,8 @@ def run_precompute(args) -> int:
 def run_export(args) -> int:
     from diffusion.export import export_run
 
-    out = export_run(Path(args.run), Path(args.out), prefer_ema=not args.no_ema)
+    out = export_run(Path(args.run), Path(args.out), prefer_ema=not args.no_ema,
+                     warn=lambda line: print(f"vfm-train export: warning: {line}", file=sys.stderr))
     print(f"vfm-train export: wrote {out}", file=sys.stderr)
     return 0
 
@@ -170,21 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_progress_unless_tty()
-    from diffusion.config import ConfigError
-
-    try:
-        return int(args._run(args) or 0)
-    except (UserError, ConfigError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"vfm-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"vfm-train {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one clear line; VFM_DEBUG=1 shows the traceback
-        if os.environ.get("VFM_DEBUG"):
-            raise
-        print(f"vfm-train {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    return run_command(f"vfm-train {args.command}", lambda: args._run(args))
 
 
 if __name__ == "__main__":

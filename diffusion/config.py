@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import os
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dataload.files import atomic_write_text, describe_os_error, read_regular_text
 from dataload.loader.config import LoaderConfig
 from diffusion.dit.config import DiTConfig, tiny_dit, wan_1_3b_dit, wan_14b_dit
 from diffusion.objective import FlowMatchingConfig
@@ -121,6 +123,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
@@ -150,12 +154,33 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars or flow lists: 3, 1e-4, true, null, [1, 2, 2], "a b"."""
+    """`--set` values are YAML scalars or flow lists: 3, 1e-4, true, null, [1, 2, 2], "a b".
+
+    Numbers are read the way people write them (YAML 1.1 reads `1e-4` as a string): an integer when it
+    has no point or exponent, else a float; a float that overflows (1e400) is refused later as not finite."""
+    stripped = text.strip()
+    if _NUMBER.match(stripped):
+        is_int = not any(c in stripped for c in ".eE")
+        return int(stripped) if is_int else float(stripped)
     try:
-        return yaml.safe_load(text)
+        value = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError:
         return text
+    return value
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-4-style numbers inside lists and files as floats."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d+$"),
+    list("-+0123456789."))
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
@@ -231,6 +256,7 @@ def wan_14b() -> ExperimentConfig:
 # ---------------------------------------------------------------- files
 
 PRESETS = {"tiny": "tiny", "wan-1.3b": "wan_1_3b", "wan-14b": "wan_14b"}
+MAX_CONFIG_BYTES = 4 << 20
 
 
 def preset(name: str) -> ExperimentConfig:
@@ -245,12 +271,16 @@ def load_config(name_or_file: str, overrides: list[str] | None = None) -> Experi
         cfg = preset(name_or_file)
     else:
         path = Path(name_or_file)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config {name_or_file!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(read_regular_text(path, "config file", MAX_CONFIG_BYTES), Loader=_ConfigLoader) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file") from None
+        except OSError as exc:
+            raise ConfigError(f"config {describe_os_error(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top")
         base = data.pop("base", None)
@@ -264,7 +294,45 @@ def load_config(name_or_file: str, overrides: list[str] | None = None) -> Experi
             cfg = from_dict(ExperimentConfig, data)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    check_experiment(cfg)
     return cfg
+
+
+def vae_factors(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(temporal, spatial) downsampling of the configured VAE, known without loading it."""
+    if cfg.vae.kind == "pixel":
+        return 1, cfg.vae.space_to_depth
+    return 4, 8
+
+
+def check_video_size(cfg: ExperimentConfig, frames: int, height: int, width: int, what: str = "video") -> None:
+    """A (frames, height, width) that the VAE and the DiT's positions accept; ConfigError otherwise."""
+    ft, fs = vae_factors(cfg)
+    if min(frames, height, width) < 1:
+        raise ConfigError(f"{what} size {frames}x{height}x{width} must be positive")
+    if height % fs or width % fs:
+        raise ConfigError(f"{what} height and width must be multiples of {fs}, got {height}x{width}")
+    if ft > 1 and (frames - 1) % ft:
+        raise ConfigError(f"{what} frames must be 1 + {ft}k for the Wan VAE, got {frames}")
+    latent = ((frames - 1) // ft + 1 if ft > 1 else frames, height // fs, width // fs)
+    grid = [-(-s // p) for s, p in zip(latent, cfg.model.patch_size)]
+    if max(grid) > cfg.model.rope_max_seq_len:
+        raise ConfigError(f"{what} size {frames}x{height}x{width} gives a token grid {grid} beyond the model's "
+                          f"rope_max_seq_len {cfg.model.rope_max_seq_len}")
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """What no single section can check alone: the parts must fit together."""
+    m = cfg.model
+    if m.in_channels != m.out_channels:
+        raise ConfigError(f"model.in_channels {m.in_channels} differs from model.out_channels {m.out_channels}")
+    if cfg.vae.kind == "pixel" and m.in_channels != 3 * cfg.vae.space_to_depth ** 2:
+        raise ConfigError(f"model.in_channels {m.in_channels} does not match the pixel VAE's "
+                          f"{3 * cfg.vae.space_to_depth ** 2} channels (3 x space_to_depth^2)")
+    if cfg.text.dim is not None and cfg.text.dim != m.text_dim:
+        raise ConfigError(f"text.dim {cfg.text.dim} differs from model.text_dim {m.text_dim}")
+    for b in cfg.data.bucket_list():
+        check_video_size(cfg, b.num_frames, b.height, b.width, "data bucket")
 
 
 def _deep_update(dst: dict, src: dict, where: str) -> None:
@@ -283,7 +351,4 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(config_to_yaml(cfg))
-    os.replace(tmp, path)
+    atomic_write_text(path, config_to_yaml(cfg))

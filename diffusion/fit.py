@@ -1,6 +1,7 @@
 """`vfm-train fit`: the run folder, the training loop on every rank, validation, samples, checkpoints.
 
 RUN/
+  .lock              held by the job while it runs (a second job on RUN is refused, naming the holder)
   config.yaml        the full ExperimentConfig (a rerun with --resume must match it, --steps aside)
   run.json           data sources with weights, dp and cp
   text_encoder/      the tiny random text encoder + tokenizer when the config names no path
@@ -8,12 +9,17 @@ RUN/
                      and per validation (step, val_loss)
   checkpoints/step-NNNNNNN/   DCP checkpoints (diffusion.checkpoint)
   samples/step-NNNNNNN-K.mp4  sample videos made during training
+
+Faults a run survives: a batch in which some rank has no sample left (its clips were unreadable) is
+skipped by every rank together, so ranks stay in step; a step whose loss or gradient is not finite
+changes no weight and is counted (`nonfinite_steps`), and `train.max_nonfinite_steps` of them in a row
+stop the run (exit 2) before a checkpoint could hold non-finite weights; --resume passes over damaged
+checkpoints (newest first) with a warning, and over a torn last line of metrics.jsonl.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,9 +28,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from diffusion.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dataload.files import atomic_write_text, read_regular_text
+from diffusion.checkpoint import load_checkpoint, save_checkpoint, usable_checkpoints
 from diffusion.config import ExperimentConfig, from_dict, save_config, to_dict
-from diffusion.launch import UserError
+from diffusion.errors import UserError
 from diffusion.trainer import Trainer, build_parallel_state, reshard
 
 TEXT_ENCODER_DIR = "text_encoder"
@@ -39,6 +46,7 @@ class FitPlan:
     resume: bool
     dp: int
     cp: int
+    resume_from: list[str] | None = None  # complete checkpoints, newest first (set by prepare_run)
 
 
 # ---------------------------------------------------------------- run folder (parent process)
@@ -50,20 +58,32 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
     if plan.resume:
         if not saved_cfg.is_file():
             raise UserError(f"--resume: {run} is not a training run (no config.yaml)")
-        if latest_checkpoint(run) is None:
-            raise UserError(f"--resume: {run} has no checkpoint to resume from")
         import yaml
 
-        saved = yaml.safe_load(saved_cfg.read_text())
+        try:
+            saved = yaml.safe_load(read_regular_text(saved_cfg, "config", 16 << 20))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise UserError(f"--resume: {saved_cfg} is not readable ({type(exc).__name__})") from None
+        if not isinstance(saved, dict):
+            raise UserError(f"--resume: {saved_cfg} is not a config")
         mine = to_dict(cfg)
-        saved.get("train", {}).pop("steps", None)
+        if isinstance(saved.get("train"), dict):
+            saved["train"].pop("steps", None)
         mine["train"].pop("steps", None)
         if saved != mine:
             diff = _first_difference(saved, mine)
             raise UserError(f"--resume: the config differs from {saved_cfg} at {diff}")
-        step, _ = latest_checkpoint(run)
+        good, damaged = usable_checkpoints(run)
+        if not good:
+            why = f" ({damaged[0][1]})" if damaged else ""
+            raise UserError(f"--resume: {run} has no complete checkpoint to resume from{why}")
+        step = good[0][0]
+        for bad_step, why in damaged:
+            if bad_step > step:
+                print(f"vfm-train fit: warning: {why}; resuming from {good[0][1].name}", file=sys.stderr)
         if step >= plan.steps:
             raise UserError(f"--resume: {run} is already at step {step} >= --steps {plan.steps}")
+        plan.resume_from = [str(p) for _, p in good]
         return
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
         if not _failed_start(run):
@@ -71,7 +91,9 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
         # a run that died before its first checkpoint: start it again from scratch
         import shutil
 
-        for name in _OWN_FILES:
+        for name in [*_OWN_FILES, *(p.name for p in run.iterdir() if _is_tmp(p.name))]:
+            if name == ".lock":
+                continue  # held by this job
             target = run / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -91,20 +113,26 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
         create_tiny_text_encoder(str(run / TEXT_ENCODER_DIR), dim=cfg.text.dim or cfg.model.text_dim,
                                  max_length=cfg.text.max_length, seed=cfg.train.seed)
     save_config(cfg, run / "config.yaml")
-    _atomic_write(run / "run.json", json.dumps(
+    atomic_write_text(run / "run.json", json.dumps(
         {"data": [[p, w] for p, w in plan.sources], "dp": plan.dp, "cp": plan.cp}, indent=1))
 
 
-_OWN_FILES = ("config.yaml", "config.yaml.tmp", "run.json", "run.json.tmp", TEXT_ENCODER_DIR, "metrics.jsonl",
-              "metrics.jsonl.tmp", "checkpoints", "samples")
+_OWN_FILES = (".lock", "config.yaml", "config.yaml.tmp", "run.json", "run.json.tmp", TEXT_ENCODER_DIR,
+              "metrics.jsonl", "metrics.jsonl.tmp", "checkpoints", "samples", "tb")
 
 
 def _failed_start(run: Path) -> bool:
     """RUN holds only what `fit` writes and no checkpoint (not even a partial one): a start that failed."""
-    if not run.is_dir() or not {p.name for p in run.iterdir()} <= set(_OWN_FILES):
+    own = set(_OWN_FILES)
+    if not run.is_dir() or not all(p.name in own or _is_tmp(p.name) for p in run.iterdir()):
         return False
     checkpoints = run / "checkpoints"
     return not (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def _is_tmp(name: str) -> bool:
+    """A temporary file of dataload.files' atomic writer (a job killed while writing)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _first_difference(a, b, where=""):
@@ -115,24 +143,25 @@ def _first_difference(a, b, where=""):
     return f"{where} ({a!r} in RUN, {b!r} now)"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def text_encoder_path(run: Path, cfg: ExperimentConfig) -> str:
     local = Path(run) / TEXT_ENCODER_DIR
     return str(local) if local.is_dir() else str(cfg.text.path)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Keep the lines of steps <= step (the restored one); later ones are redone by the resumed run."""
+    """Keep the lines of steps <= step (the restored one); later ones are redone by the resumed run.
+    A line that is not a JSON object (torn by a kill while it was written) is dropped."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    _atomic_write(path, "".join(line + "\n" for line in kept))
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step", 0), int) and record.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 # ---------------------------------------------------------------- conditioning
@@ -187,6 +216,50 @@ def _batches(loader):
             raise UserError("the training data gave no batch (too few clips for the batch size and buckets?)")
 
 
+def _batch_size(batch: dict) -> int:
+    """Samples in a loader batch (the loader yields a batch whose samples all failed, so ranks keep count)."""
+    if "num_samples" in batch:
+        return int(batch["num_samples"])
+    return len(batch.get("caption") or [])
+
+
+def _next_usable(stream) -> tuple[int, dict, int]:
+    """(epoch, batch, batches skipped): the next batch that has samples on every rank.
+
+    Every rank draws the same number of batches (each loader yields one per planned batch), so when any
+    rank's batch lost all its samples, all ranks move on together and stay in step."""
+    skipped = 0
+    while True:
+        epoch, batch = next(stream)
+        ok = torch.tensor([1 if _batch_size(batch) > 0 else 0], dtype=torch.int32)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if int(ok):
+            return epoch, batch, skipped
+        skipped += 1
+
+
+def _restore(trainer: Trainer, candidates: list[str], is_main: bool) -> dict:
+    """Load the newest checkpoint that loads on every rank; a damaged one is passed over with a warning."""
+    last_error = "no checkpoint"
+    for k, path in enumerate(candidates):
+        try:
+            meta = load_checkpoint(Path(path), model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
+                                   scheduler=trainer.scheduler)
+            ok = 1
+        except Exception as exc:  # damaged tensors found only while loading (DCP raises on every rank)
+            meta, ok, last_error = {}, 0, " ".join(str(exc).split())[:300] or type(exc).__name__
+        flag = torch.tensor([ok], dtype=torch.int32)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if int(flag):
+            return meta
+        if is_main and k + 1 < len(candidates):
+            print(f"vfm-train fit: warning: {Path(path).name} could not be loaded ({last_error}); "
+                  f"trying {Path(candidates[k + 1]).name}", file=sys.stderr)
+    raise UserError(f"--resume: no checkpoint of the run could be loaded (last: {last_error})")
+
+
 def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> None:
     from dataload.loader import build_loader
     from diffusion.dit import VideoDiT
@@ -215,16 +288,17 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
         val_cfg = from_dict(type(cfg.data), {**to_dict(cfg.data), "seed": cfg.data.seed + 7919,
                                              "start": "center"})
         val_loader = build_loader(val_sources, val_cfg, rank=par.dp_rank, world_size=par.dp_size)
-        for _, batch in zip(range(cfg.train.val_batches), _batches(val_loader)):
-            val_batches.append(conditioner(batch[1]))
+        val_stream = _batches(val_loader)
+        for _ in range(cfg.train.val_batches):
+            val_batches.append(conditioner(_next_usable(val_stream)[1]))
 
     start = 0
     metrics_path = run / "metrics.jsonl"
+    state = {"nonfinite_steps": 0, "skipped_batches": 0}
     if plan.resume:
-        step, path = latest_checkpoint(run)
-        meta = load_checkpoint(path, model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
-                               scheduler=trainer.scheduler)
+        meta = _restore(trainer, plan.resume_from or [], is_main)
         start = int(meta["step"])
+        state.update({k: int(v) for k, v in (meta.get("extra") or {}).items() if k in state})
         if meta.get("loader") is not None:
             try:
                 loader.load_state_dict(meta["loader"])
@@ -238,15 +312,28 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
     progress = _progress(is_main, start, plan.steps)
     end = plan.steps if plan.stop_after is None else min(plan.steps, plan.stop_after)
     stream = _batches(loader)
+    in_a_row = 0
     with open(metrics_path, "a") if is_main else _null() as log:
         for step in range(start, end):
             t_data = time.perf_counter()
-            epoch, batch = next(stream)
+            epoch, batch, skipped = _next_usable(stream)
+            state["skipped_batches"] += skipped
             latent_batch = conditioner(batch)
             t_data = time.perf_counter() - t_data
             metrics = trainer.train_step(step, latent_batch)
             metrics["data_time_s"] = t_data
             done = step + 1
+            if metrics["skipped"]:
+                state["nonfinite_steps"] += 1
+                in_a_row += 1
+                if in_a_row >= cfg.train.max_nonfinite_steps:
+                    raise UserError(
+                        f"training stopped at step {done}: {in_a_row} steps in a row had a non-finite loss or "
+                        f"gradient (loss {metrics['loss']}, grad norm {metrics['grad_norm']}); no checkpoint "
+                        "was written after them; lower train.optim.lr or check the data")
+            else:
+                in_a_row = 0
+            metrics.update(state)
             if is_main and (done % cfg.train.log_every == 0 or done == end):
                 metrics["epoch"] = epoch
                 log.write(json.dumps(metrics) + "\n")
@@ -259,8 +346,11 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
             if cfg.train.sample_every > 0 and done % cfg.train.sample_every == 0:
                 _write_samples(trainer, conditioner, cfg, run, done, is_main)
             if done % cfg.train.checkpoint_every == 0 or done == end:
+                if not trainer.weights_finite():
+                    raise UserError(f"training stopped at step {done}: the weights are no longer finite; "
+                                    "no checkpoint was written for this step; lower train.optim.lr")
                 save_checkpoint(run, done, model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
-                                scheduler=trainer.scheduler, loader_state=loader.state_dict())
+                                scheduler=trainer.scheduler, loader_state=loader.state_dict(), extra=dict(state))
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}")

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffusion.checkpoint import latest_checkpoint, load_weights
+from dataload.files import atomic_write_text
+from diffusion.checkpoint import load_weights, usable_checkpoints
 from diffusion.config import ExperimentConfig, load_config
-from diffusion.launch import UserError
+from diffusion.errors import UserError
 
 EXPORT_EXTRA = "vfm"  # beside a diffusers export: config.yaml and text_encoder/ for vfm-generate
 
@@ -45,21 +46,78 @@ def _components(cfg: ExperimentConfig, text_dir: str):
     from diffusion.vae import VideoVAE
 
     te_cfg = cfg.text if text_dir == cfg.text.path else replace(cfg.text, path=None)
-    return TextEncoder.from_pretrained(text_dir, te_cfg), VideoVAE(cfg.vae)
+    try:
+        text_encoder = TextEncoder.from_pretrained(text_dir, te_cfg)
+    except Exception as exc:  # a damaged or foreign folder: the user's files, not our bug
+        raise UserError(f"{text_dir}: cannot load the text encoder ({_short(exc)})") from None
+    try:
+        vae = VideoVAE(cfg.vae)
+    except Exception as exc:
+        raise UserError(f"cannot load the VAE {cfg.vae.path or cfg.vae.kind} ({_short(exc)})") from None
+    return text_encoder, vae
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _from_diffusers(path: Path):
+    from diffusion.dit.convert import from_diffusers
+
+    try:
+        return from_diffusers(str(path))
+    except Exception as exc:  # damaged weights, wrong shapes, a foreign config
+        raise UserError(f"{path}: cannot load the model ({_short(exc)})") from None
 
 
 def _is_dcp(path: Path) -> bool:
     return (path / ".metadata").is_file()
 
 
-def load_run(run: Path, prefer_ema: bool = True) -> Loaded:
+def run_checkpoint(run: Path, warn=None) -> Path:
+    """RUN's newest complete checkpoint; damaged newer ones are passed over (reported through `warn`)."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run}: not a training run (no config.yaml)")
-    found = latest_checkpoint(run)
-    if found is None:
-        raise UserError(f"{run}: no checkpoint yet")
-    return _load_dcp(found[1], run, prefer_ema)
+    good, damaged = usable_checkpoints(run)
+    if not good:
+        why = f" ({damaged[0][1]})" if damaged else ""
+        raise UserError(f"{run}: no complete checkpoint{why}")
+    if warn is not None:
+        for step, why in damaged:
+            if step > good[0][0]:
+                warn(f"{why}; using {good[0][1].name}")
+    return good[0][1]
+
+
+def load_run(run: Path, prefer_ema: bool = True) -> Loaded:
+    return _load_dcp(run_checkpoint(run), Path(run), prefer_ema)
+
+
+def source_config(path: Path) -> ExperimentConfig:
+    """The experiment config of what `load_checkpoint_dir(path)` would load, without loading weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"--checkpoint {path}: no such folder")
+    if _is_dcp(path):
+        run = path.parent.parent
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"{path}: a checkpoint outside a training run (no {run / 'config.yaml'})")
+        return load_config(str(run / "config.yaml"))
+    if (path / EXPORT_EXTRA / "config.yaml").is_file():
+        return load_config(str(path / EXPORT_EXTRA / "config.yaml"))
+    if (path / "model_index.json").is_file() or (path / "config.json").is_file():
+        from diffusion.dit.convert import config_from_diffusers, read_diffusers_config
+
+        cfg = load_config("wan-1.3b")
+        folder = path / "transformer" if (path / "transformer").is_dir() else path
+        try:
+            cfg.model = config_from_diffusers(read_diffusers_config(str(folder)))
+        except ValueError as exc:
+            raise UserError(f"--checkpoint {path}: {exc}") from None
+        return cfg
+    raise UserError(f"--checkpoint {path}: neither a checkpoint nor a diffusers model folder")
 
 
 def _load_dcp(ckpt: Path, run: Path, prefer_ema: bool) -> Loaded:
@@ -82,14 +140,12 @@ def load_checkpoint_dir(path: Path) -> Loaded:
         if not (run / "config.yaml").is_file():
             raise UserError(f"{path}: a checkpoint outside a training run (no {run / 'config.yaml'})")
         return _load_dcp(path, run, True)
-    from diffusion.dit.convert import from_diffusers
-
     if (path / "model_index.json").is_file():
         # a diffusers WanPipeline folder: transformer/, text_encoder/ + tokenizer/, vae/
         cfg = load_config("wan-1.3b")
         cfg.text = replace(cfg.text, path=str(path))
         cfg.vae = replace(cfg.vae, path=str(path))
-        model = from_diffusers(str(path))
+        model = _from_diffusers(path)
         cfg.model = model.config
         te, vae = _components(cfg, str(path))
         return Loaded(cfg, model.eval(), te, vae, "diffusers pipeline")
@@ -99,7 +155,7 @@ def load_checkpoint_dir(path: Path) -> Loaded:
             raise UserError(f"{path}: a diffusers transformer folder without text encoder and VAE; pass the "
                             "whole pipeline folder (with model_index.json) or a `vfm-train export` folder")
         cfg = load_config(str(extra / "config.yaml"))
-        model = from_diffusers(str(path))
+        model = _from_diffusers(path)
         te, vae = _components(cfg, _text_encoder_dir(extra, cfg))
         return Loaded(cfg, model.eval(), te, vae, "diffusers export")
     raise UserError(f"--checkpoint {path}: neither a DCP checkpoint nor a diffusers model folder")
@@ -146,16 +202,26 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 def write_video(video: torch.Tensor | np.ndarray, path: Path, fps: float = 8.0) -> Path:
     """H.264 yuv420p mp4 through PyAV, atomically; odd sizes are padded to even by edge repeat."""
-    import av
-
     frames = video if isinstance(video, np.ndarray) else to_uint8_frames(video)
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        _encode(frames, tmp, fps)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an interrupt leaves nothing behind
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def _encode(frames: np.ndarray, tmp: Path, fps: float) -> None:
     from fractions import Fraction
+
+    import av
 
     with av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
@@ -169,8 +235,6 @@ def write_video(video: torch.Tensor | np.ndarray, path: Path, fps: float = 8.0) 
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
-    return path
 
 
 def read_video(path: Path) -> np.ndarray:
@@ -219,4 +283,4 @@ def generate_rank(rank: int, world_size: int, *, plan: GeneratePlan) -> None:
         fps = plan.fps or float(loaded.cfg.data.fps or 16.0)
         write_video(video[0], Path(plan.out), fps=fps)
         info = {"out": plan.out, "weights": loaded.weights, "latent_shape": list(latents.shape)}
-        Path(plan.out).with_suffix(".json").write_text(json.dumps(info))
+        atomic_write_text(Path(plan.out).with_suffix(".json"), json.dumps(info))

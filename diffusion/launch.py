@@ -4,6 +4,11 @@
 group initialised, and returns 0 when all ranks succeeded. A rank's failure is reported once, as one
 line, and gives a non-zero status; the other ranks fail at their next collective within the timeout
 and the parent kills whatever is still alive, so nothing hangs.
+
+Errors keep their meaning across the process boundary: bad input found in a rank (diffusion.errors'
+`user_message`) is raised in the parent as a UserError with the rank's own line; anything else as a
+RankError. Spawned ranks ignore SIGINT: on Ctrl-C the parent stops them and raises KeyboardInterrupt,
+so the user sees one line instead of a traceback per rank.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 import queue as queue_mod
+import signal
 import sys
 import tempfile
 import time
@@ -21,11 +27,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from diffusion.errors import UserError, user_message
+
 PG_TIMEOUT_S = 120
-
-
-class UserError(Exception):
-    """Bad input found inside a rank: reported as one line, never a traceback."""
 
 
 class RankError(RuntimeError):
@@ -53,13 +57,9 @@ def _init(rank: int, world_size: int, init_method: str | None, backend: str) -> 
     dist.init_process_group(backend, **kwargs)
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, UserError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _rank_main(rank, world_size, init_method, backend, fn, kwargs, result_queue, threads):
+def _rank_main(rank, world_size, init_method, backend, fn, kwargs, result_queue, threads, spawned=False):
+    if spawned:  # the parent handles Ctrl-C for the whole job
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if threads:
         torch.set_num_threads(threads)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
@@ -67,9 +67,15 @@ def _rank_main(rank, world_size, init_method, backend, fn, kwargs, result_queue,
         _init(rank, world_size, init_method, backend)
         fn(rank, world_size, **kwargs)
         result_queue.put((rank, "ok", ""))
+    except KeyboardInterrupt:
+        result_queue.put((rank, "interrupted", ""))
     except BaseException as exc:  # every failure goes back to the parent as text
-        detail = "" if isinstance(exc, UserError) else traceback.format_exc()
-        result_queue.put((rank, "error", _one_line(exc) + ("\n" + detail if detail else "")))
+        message = user_message(exc) if isinstance(exc, Exception) else None
+        if message is not None:
+            result_queue.put((rank, "user", message))
+        else:
+            text = " ".join(str(exc).split())
+            result_queue.put((rank, "error", f"{type(exc).__name__}: {text}\n{traceback.format_exc()}"))
     finally:
         if dist.is_initialized():
             try:
@@ -108,45 +114,74 @@ def launch(fn: Callable[..., Any], nproc: int, kwargs: dict | None = None, *,
                     self.items.append(item)
             q = _Q()
             _rank_main(0, 1, init_method, backend, fn, kwargs, q, threads)
-            results = {r: (s, m) for r, s, m in q.items}
-            procs = []
-        else:
-            procs = [ctx.Process(target=_rank_main, daemon=False,
-                                 args=(r, nproc, init_method, backend, fn, kwargs, result_queue,
-                                       threads if threads is not None else max(1, (os.cpu_count() or 1) // nproc)))
-                     for r in range(nproc)]
+            return _outcome({r: (s, m) for r, s, m in q.items}, verbose_errors)
+        procs = [ctx.Process(target=_rank_main, daemon=False,
+                             args=(r, nproc, init_method, backend, fn, kwargs, result_queue,
+                                   threads if threads is not None else max(1, (os.cpu_count() or 1) // nproc),
+                                   True))
+                 for r in range(nproc)]
+        try:
             for p in procs:
                 p.start()
-            results = {}
-            deadline = None
-            while len(results) < nproc:
-                try:
-                    rank, status, msg = result_queue.get(timeout=1.0)
-                    results[rank] = (status, msg)
-                    if status == "error" and deadline is None:
-                        deadline = time.monotonic() + PG_TIMEOUT_S + 10
-                except queue_mod.Empty:
-                    for r, p in enumerate(procs):
-                        if r not in results and not p.is_alive():
-                            results[r] = ("error", f"rank {r} exited with code {p.exitcode}")
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-            for p in procs:
-                p.join(timeout=10)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-    errors = sorted((r, m) for r, (s, m) in results.items() if s == "error")
-    if not errors:
+            results = _collect(procs, result_queue)
+        except KeyboardInterrupt:
+            _stop(procs, grace_s=0)
+            raise
+        _stop(procs, grace_s=10)
+    return _outcome(results, verbose_errors)
+
+
+def _collect(procs, result_queue) -> dict[int, tuple[str, str]]:
+    """Each rank's (status, message); after a first failure the others get the collective timeout."""
+    nproc = len(procs)
+    results: dict[int, tuple[str, str]] = {}
+    deadline = None
+    while len(results) < nproc:
+        try:
+            rank, status, msg = result_queue.get(timeout=1.0)
+            results[rank] = (status, msg)
+            if status != "ok" and deadline is None:
+                deadline = time.monotonic() + PG_TIMEOUT_S + 10
+        except queue_mod.Empty:
+            for r, p in enumerate(procs):
+                if r not in results and not p.is_alive():
+                    results[r] = ("error", f"rank {r} exited with code {p.exitcode}")
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return results
+
+
+def _stop(procs, grace_s: float) -> None:
+    """Join the ranks; whatever is still alive after the grace period is terminated, then killed."""
+    end = time.monotonic() + grace_s
+    for p in procs:
+        if p.pid is not None:
+            p.join(timeout=max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        if p.pid is not None:
+            p.join(timeout=2)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _outcome(results: dict[int, tuple[str, str]], verbose_errors: bool) -> int:
+    if any(s == "interrupted" for s, _ in results.values()):
+        raise KeyboardInterrupt
+    failed = sorted((r, s, m) for r, (s, m) in results.items() if s != "ok")
+    if not failed:
         return 0
     # the root cause: a rank's own bad-input line first, else the lowest rank that raised (the others
     # usually only report the collective that broke under them)
-    user = [(r, m) for r, m in errors if "\n" not in m]
-    raised = [(r, m) for r, m in errors if "exited with code" not in m]
-    rank, msg = (user or raised or errors)[0]
+    user = [(r, m) for r, s, m in failed if s == "user"]
+    if user:
+        raise UserError(user[0][1])
+    raised = [(r, m) for r, s, m in failed if "exited with code" not in m]
+    rank, msg = (raised or [(r, m) for r, _, m in failed])[0]
     head, _, detail = msg.partition("\n")
     if verbose_errors and detail:
         print(detail, file=sys.stderr)
-    if user:
-        raise UserError(head)
     raise RankError(f"rank {rank}: {head}")

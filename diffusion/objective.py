@@ -41,6 +41,10 @@ class FlowMatchingConfig:
             raise ValueError(f"shift must be positive, got {self.shift}")
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        if not self.logit_std > 0:
+            raise ValueError(f"logit_std must be positive, got {self.logit_std}")
+        if self.num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
 
 
 def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:

@@ -25,6 +25,23 @@ class OptimConfig:
     min_lr_ratio: float = 0.0      # cosine decays to lr * min_lr_ratio at the last step
     grad_clip: float = 1.0         # max global grad norm; 0 disables clipping
 
+    def __post_init__(self) -> None:
+        # every float is already finite (diffusion.config refuses inf and nan); these are the ranges
+        if self.lr < 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.AdamW:
     # foreach=False keeps the update identical between DTensor shards and plain tensors (the parity tests

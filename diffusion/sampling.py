@@ -34,6 +34,12 @@ class SamplerConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.shift <= 0:
             raise ValueError(f"shift must be positive, got {self.shift}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0 (1 = no guidance), got {self.guidance}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
+        if self.num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
 
 
 def make_scheduler(config: SamplerConfig):

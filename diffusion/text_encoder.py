@@ -46,7 +46,8 @@ class TextEncoder:
         self.config = config
         if model is None:
             cls = T5EncoderModel if config.kind == "t5" else UMT5EncoderModel
-            kw = {"dtype": parse_dtype(config.dtype)}
+            # safetensors only: a pickle-based .bin in a folder is never loaded
+            kw = {"dtype": parse_dtype(config.dtype), "use_safetensors": True}
             if config.subfolder_model:
                 kw["subfolder"] = config.subfolder_model
             model = cls.from_pretrained(config.path, **kw)
@@ -101,8 +102,9 @@ class TextEncoder:
             path = os.path.join(directory, _CONFIG_FILE)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{directory}: no {_CONFIG_FILE} (pass a TextEncoderConfig)")
-            with open(path) as fh:
-                config = TextEncoderConfig(**json.load(fh))
+            from dataload.files import read_regular
+
+            config = TextEncoderConfig(**json.loads(read_regular(path, "text encoder config", 1 << 20)))
             config.path = directory
         elif config.path is None:
             config = TextEncoderConfig(**{**asdict(config), "path": directory})

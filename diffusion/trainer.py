@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +46,26 @@ class TrainConfig:
     dtype: str = "float32"             # parameter dtype: float32 | float64 (parity tests) | bfloat16
     autocast_bf16: bool = True         # bf16 autocast of the forward pass, on CUDA only
     cp_mode: str = "ulysses"           # ulysses | ring | usp
+    max_nonfinite_steps: int = 5       # this many non-finite steps in a row stop the run (exit 2)
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "steps", "log_every", "checkpoint_every", "val_batches", "max_nonfinite_steps")
+        _at_least(self, 0, "val_every", "sample_every", "sample_frames")  # 0 disables
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 disables EMA), got {self.ema_decay}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.cp_mode not in ("ulysses", "ring", "usp"):
+            raise ValueError(f"cp_mode must be ulysses, ring or usp, got {self.cp_mode!r}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
+
+
+def _at_least(cfg, low: int, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -195,23 +216,44 @@ class Trainer:
 
     # -- step -------------------------------------------------------------------------------------
     def train_step(self, step: int, batch: dict) -> dict:
-        """One optimizer update at 0-based `step`; grads stay on the params until the next call."""
+        """One optimizer update at 0-based `step`; grads stay on the params until the next call.
+
+        When the global loss or gradient norm is not finite the update is skipped (no weight, optimizer
+        moment or EMA changes; `skipped` is True). Both numbers are reduced over every rank, so all ranks
+        decide alike. The LR schedule still advances: it follows the step number."""
         t0 = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         share = self.loss(step, batch)
         share.backward()
+        loss = self._global_loss(share)
         grad_norm = clip_grads(self.model.parameters(), self.tcfg.optim.grad_clip, self.par.grad_group)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
+        skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
         self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        loss = self._global_loss(share)
         dt = time.perf_counter() - t0
         global_batch = batch["latents"].shape[0] * self.par.dp_size
-        return {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+        return {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm, "skipped": skipped,
                 "samples_per_s": global_batch / dt, "step_time_s": dt}
+
+    @torch.no_grad()
+    def weights_finite(self) -> bool:
+        """Whether every weight (every shard, on every rank) is finite."""
+        from torch.distributed.tensor import DTensor
+
+        bad = torch.zeros((), dtype=torch.float64)
+        for p in self.model.parameters():
+            local = p.to_local() if isinstance(p, DTensor) else p
+            bad += (~torch.isfinite(local)).sum().double().cpu()
+        if self.par.grad_group is not None:
+            dist.all_reduce(bad, group=self.par.grad_group)
+        return float(bad) == 0.0
 
     @torch.no_grad()
     def eval_loss(self, batches: list[dict]) -> float:

@@ -28,8 +28,14 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
-        if len(self.patch_size) != 3:
-            raise ValueError(f"patch_size must have 3 entries (t, h, w), got {self.patch_size}")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be 3 positive entries (t, h, w), got {self.patch_size}")
+        for name in ("in_channels", "out_channels", "dim", "ffn_dim", "num_heads", "num_layers", "text_dim",
+                     "freq_dim", "rope_max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.eps > 0 and self.rope_theta > 0):
+            raise ValueError("eps and rope_theta must be positive")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:

@@ -65,8 +65,15 @@ _FUSED = {
 
 
 def config_from_diffusers(cfg: Mapping[str, Any]) -> DiTConfig:
-    """A diffusers WanTransformer3DModel config (dict or FrozenDict) -> DiTConfig."""
-    cfg = dict(cfg)
+    """A diffusers WanTransformer3DModel config (dict or FrozenDict) -> DiTConfig; ValueError when it is
+    not one (a wrong type or value anywhere)."""
+    try:
+        return _config_from_diffusers(dict(cfg))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"not a Wan2.1 transformer config: {' '.join(str(exc).split())}") from None
+
+
+def _config_from_diffusers(cfg: dict[str, Any]) -> DiTConfig:
     for key in _UNSUPPORTED:
         if cfg.get(key) is not None:
             raise ValueError(f"unsupported Wan variant: {key}={cfg[key]} (only text-to-video Wan2.1 is supported)")
@@ -151,19 +158,35 @@ def to_diffusers_state_dict(model_or_sd: VideoDiT | Mapping[str, torch.Tensor],
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 
-def _read_diffusers_folder(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
+def read_diffusers_config(path: str) -> dict[str, Any]:
+    """A diffusers model folder's config.json (a regular file of sane size, a JSON object)."""
+    from dataload.files import read_regular
 
     cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
+    if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{path}: not a diffusers model folder (no config.json)")
-    with open(cfg_path) as fh:
-        cfg = json.load(fh)
+    try:
+        cfg = json.loads(read_regular(cfg_path, "model config", 1 << 20))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{cfg_path}: not valid JSON") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path}: not a JSON object")
+    return cfg
+
+
+def _read_diffusers_folder(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and weights; weights only from .safetensors files (never a pickle-based .bin)."""
+    from safetensors.torch import load_file
+
+    from dataload.files import regular_file_size
+
+    cfg = read_diffusers_config(path)
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path}: no .safetensors weights")
     sd: dict[str, torch.Tensor] = {}
     for f in files:
+        regular_file_size(os.path.join(path, f), "weights file")  # never open a FIFO or a device
         sd.update(load_file(os.path.join(path, f)))
     return cfg, sd
 
