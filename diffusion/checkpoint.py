@@ -12,6 +12,7 @@ weights, and says why the damaged ones were passed over.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -75,6 +76,21 @@ def usable_checkpoints(run: Path) -> tuple[list[tuple[int, Path]], list[tuple[in
     return good, damaged
 
 
+def _disk_full(folder: Path) -> bool:
+    """Whether a small write into `folder` fails for lack of space."""
+    probe = folder / f".space-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+        return False
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
@@ -116,7 +132,11 @@ def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, l
     try:
         dcp.save(state, checkpoint_id=str(tmp))
     except CheckpointException as exc:  # a BaseException: turn it into what it wraps
-        raise unwrap(exc, tmp) from None
+        error = unwrap(exc, tmp)
+        if not isinstance(error, OSError) and _disk_full(tmp):
+            # torch.save's zip writer reports a full disk as a position mismatch; say what it is
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from None
+        raise error from None
     rank = _rank()
     meta = {"step": step, "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "ema_num_updates": ema.num_updates if ema is not None else None,

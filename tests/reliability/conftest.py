@@ -176,3 +176,7 @@ def readonly_dir(tmp_path):
             subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=20)
         else:
             path.chmod(0o755)
+
+
+# session fixtures of the training and generation cases (a tiny curated set, a tiny trained run)
+from tests.reliability.train_fixtures import curated_data, trained_run  # noqa: E402,F401

@@ -11,15 +11,13 @@ import pytest
 import torch
 
 from tests.reliability.conftest import assert_one_line_error, call
-from tests.reliability.train_fixtures import (  # noqa: F401  (session fixtures)
+from tests.reliability.train_fixtures import (
     DAMAGE,
     GEN,
     copy_run,
-    curated_data,
     fit_args,
     losses,
     step_dir,
-    trained_run,
 )
 
 
