@@ -11,3 +11,8 @@ class CorruptVideoError(VideoError):
 
 class ShardError(Exception):
     """A shard is truncated, corrupt, hostile (unsafe member names) or misses required members/keys."""
+
+
+class LoaderWarning(UserWarning):
+    """Samples or shards were skipped (corrupt, hostile, truncated, not a regular file, too short); the
+    message names them with their reasons, on one line. Re-exported by `dataload.loader`."""

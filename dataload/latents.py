@@ -7,6 +7,13 @@ LATENTS/_state/precompute.json the fingerprint of the run and the input shards a
 
 `precompute` maps each input shard to one output shard, written atomically, and records it as done, so a
 rerun after a crash skips finished shards and produces the same bytes as an uninterrupted run.
+
+Inputs are read like the loader reads them: input shards that are not regular files are skipped with
+their reason, a refused or undecodable clip is skipped with its reason (`PrecomputeResult.skipped`), and
+so is a clip whose encoded latents or text hold NaN/inf. The state file is read only when it is a regular
+file of at most 16 MiB; one that is not, or does not hold a precompute state, stops with one clear line
+(ValueError) rather than being guessed at. A shard recorded as done whose output is missing or not a
+regular file is encoded again.
 """
 
 from __future__ import annotations
@@ -25,11 +32,14 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from dataload.errors import ShardError, VideoError
+from dataload.files import atomic_write_bytes, atomic_write_text, describe_os_error, read_regular
 from dataload.loader.config import LoaderConfig
 from dataload.loader.decode import decode_clip
 from dataload.loader.plan import assign_bucket
 from dataload.loader.sources import LATENT_MEMBER, LATENT_TENSORS, resolve_source
-from dataload.shards import ShardWriter, read_shard, validate_clip_sample
+from dataload.shards import ShardWriter, check_clip_facts, loads_strict, parse_json_member, read_shard
+
+MAX_STATE_BYTES = 16 << 20
 
 EncodeFn = Callable[[torch.Tensor, list[str]], Mapping[str, torch.Tensor]]
 
@@ -52,9 +62,28 @@ def decode_latent_member(data: bytes) -> dict[str, torch.Tensor]:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
+
+
+def _load_state(state_path: Path) -> dict[str, Any] | None:
+    """The precompute state, or None when there is none; ValueError (one line) when it is unusable."""
+    if not os.path.lexists(state_path):
+        return None
+    hint = "remove it to start over, or use a new --out"
+    try:
+        raw = read_regular(state_path, "precompute state", MAX_STATE_BYTES)
+    except OSError as e:
+        raise ValueError(f"{describe_os_error(e, 'cannot read')}; {hint}") from None
+    try:
+        state = loads_strict(raw)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{state_path}: precompute state is not valid JSON; {hint}") from None
+    done = state.get("done") if isinstance(state, dict) else None
+    if (not isinstance(done, dict) or "fingerprint" not in state
+            or not all(isinstance(k, str) and isinstance(v, dict) and type(v.get("samples")) is int
+                       and v["samples"] >= 0 for k, v in done.items())):
+        raise ValueError(f"{state_path}: not a precompute state (no fingerprint or done shards); {hint}")
+    return state
 
 
 @dataclass
@@ -77,8 +106,9 @@ def precompute(sources: list[str], encode_fn: EncodeFn, out: str | os.PathLike, 
     cfg = config if config is not None else LoaderConfig(batch_size=4, dtype="float32", start="center")
     out = Path(out)
     inputs = []
+    refused: list[tuple[str, str]] = []
     for s, path in enumerate(sources):
-        kind, shards = resolve_source(path)
+        kind, shards = resolve_source(path, refused)
         if kind != "curated":
             raise ValueError(f"precompute needs curated shards, {path} holds {kind} data")
         inputs += [(s, j, shard) for j, shard in enumerate(shards)]
@@ -86,17 +116,19 @@ def precompute(sources: list[str], encode_fn: EncodeFn, out: str | os.PathLike, 
                    "config": cfg.fingerprint(), "dtype": cfg.dtype}
     state_path = out / "_state" / "precompute.json"
     done: dict[str, dict[str, Any]] = {}
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
+    state = _load_state(state_path)
+    if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise ValueError(f"{out} holds latents of other sources or another config; use a new --out")
         done = state["done"]
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    result = PrecomputeResult(out)
+    result = PrecomputeResult(out, skipped=list(refused))
     buckets = cfg.bucket_list()
     bar = _progress(len(inputs), progress)
     for s, j, shard in inputs:
         name = f"latent-{s:03d}-{j:06d}.tar"
+        if name in done and not (out / "shards" / name).is_file():
+            del done[name]  # recorded as done but gone (or replaced by something that is not a file): redo
         if name in done:
             result.shards_skipped += 1
             bar(1)
@@ -144,25 +176,35 @@ def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn,
             raise ValueError(f"encode_fn returned no {', '.join(missing)}")
         for i, (key, meta, caption, _) in enumerate(chunk):
             lat, text, mask = res["latents"][i], res["text"][i], res["text_mask"][i]
+            if not (bool(torch.isfinite(lat).all()) and bool(torch.isfinite(text).all())):
+                skipped.append((f"{shard}:{key}", "the encoder gave non-finite latents or text"))
+                continue
             info = dict(meta, latent_shape=list(lat.shape), text_length=int(mask.sum()), caption=caption)
             encoded[key] = (encode_latent_member(lat, text, mask), info)
 
     try:
-        for sample in read_shard(shard):
+        for sample in read_shard(shard, skipped=skipped, max_member_bytes=cfg.max_member_bytes,
+                                 max_small_member_bytes=cfg.max_small_member_bytes):
             key = sample["__key__"]
             try:
-                meta = validate_clip_sample(sample)
-                b = assign_bucket(buckets, meta["width"], meta["height"], int(meta["num_frames"]),
-                                  float(meta["fps"]), cfg.fps)
+                if "mp4" not in sample or "json" not in sample:
+                    raise ShardError(f"misses member(s) {', '.join(m for m in ('mp4', 'json') if m not in sample)}")
+                meta = parse_json_member(sample["json"], f"{shard}:{key}")
+                facts = check_clip_facts(meta)
+                if facts["width"] * facts["height"] > cfg.max_frame_pixels:
+                    raise VideoError(f"clip is {facts['width']}x{facts['height']}, over max_frame_pixels")
+                b = assign_bucket(buckets, facts["width"], facts["height"], facts["num_frames"], facts["fps"],
+                                  cfg.fps)
                 if b is None:
                     raise VideoError("too short for every bucket")
                 v = decode_clip(sample["mp4"], buckets[b], cfg.fps, 0.5, threads=cfg.decode_threads,
-                                reformatter=sws)
-            except (ShardError, VideoError, ValueError, TypeError, KeyError) as e:
+                                reformatter=sws, max_pixels=cfg.max_frame_pixels)
+            except (ShardError, VideoError) as e:
                 skipped.append((f"{shard}:{key}", str(e)))
                 continue
             v = v.float().div_(127.5).sub_(1.0) if cfg.dtype == "float32" else v
-            caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else meta.get("caption") or ""
+            caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else meta.get("caption")
+            caption = caption.encode("utf-8", "replace").decode("utf-8") if isinstance(caption, str) else ""
             order.append(key)
             q = pending.setdefault(b, [])
             q.append((key, meta, caption, v))
@@ -174,7 +216,7 @@ def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn,
     for b in sorted(pending):
         if pending[b]:
             encode(pending[b])
-    items = order
+    items = [k for k in order if k in encoded]
     if items:
         with ShardWriter(folder, max_samples_per_shard=len(items), prefix=f"latent-{s:03d}-", start_index=j) as w:
             for key in items:  # input order, so reruns give identical bytes
@@ -187,6 +229,4 @@ def _encode_shard(shard: str, folder: Path, s: int, j: int, encode_fn: EncodeFn,
 
 
 def _write_empty_tar(path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(b"\0" * 10240)  # the end-of-archive marker, padded to a tar record
-    os.replace(tmp, path)
+    atomic_write_bytes(path, b"\0" * 10240)  # the end-of-archive marker, padded to a tar record

@@ -40,6 +40,11 @@ class LoaderConfig:
     pack_tokens: when set, a batch is one packed sequence of at most this many tokens (clip tokens after
       patchify by `patch` = (t, h, w) on the loaded tensor), filled first-fit-decreasing over
       `pack_window` samples; `cu_seqlens` and `loss_mask` describe it.
+    max_member_bytes / max_small_member_bytes: caps on a shard member's declared size (video or latents /
+      .json and .txt), checked on the tar header before anything is read; a sample over a cap is skipped.
+    max_frame_pixels: the most pixels a decoded video frame may have (the stream's declared size is
+      checked before decoding, FFmpeg refuses bigger frames, and so is the scaled output); a clip over it
+      is skipped. The default admits 8K UHD.
     """
 
     batch_size: int = 4
@@ -58,6 +63,9 @@ class LoaderConfig:
     pack_window: int = 64
     prefetch_factor: int = 2
     decode_threads: int = 1
+    max_member_bytes: int = 1 << 30
+    max_small_member_bytes: int = 16 << 20
+    max_frame_pixels: int = 1 << 25
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +85,10 @@ class LoaderConfig:
             raise ValueError("num_workers must be >= 0")
         if self.pack_tokens is not None and self.pack_tokens < 1:
             raise ValueError("pack_tokens must be >= 1 or None")
+        for name in ("max_member_bytes", "max_small_member_bytes", "max_frame_pixels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if len(self.patch) != 3 or min(self.patch) < 1:
             raise ValueError("patch must be three positive ints (t, h, w)")
         self.bucket_list()  # validates

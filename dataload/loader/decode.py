@@ -5,6 +5,11 @@ handled), the window placed by a given fraction (random start) or centred. Only 
 converted to RGB, scaled by swscale straight to a size that covers the bucket in display geometry
 (pixel aspect and rotation applied, as the reader does), then centre-cropped.
 PyAV from a BytesIO: shard members are bytes in memory, and the reader in dataload opens paths.
+
+Shard bytes come from outside, so any input ends either in a tensor or in a VideoError for that clip:
+garbage, no video stream, zero frames, absurd timing, and frames over `max_pixels` (the stream's declared
+size is checked before decoding, FFmpeg's own `max_pixels` refuses bigger frames mid-stream, and the
+scaled output is checked before it is allocated), so a hostile header cannot make us allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -49,18 +54,50 @@ def _cover_size(w: int, h: int, bucket: Bucket) -> tuple[int, int]:
     return max(bucket.width, math.ceil(w * s - 1e-6)), max(bucket.height, math.ceil(h * s - 1e-6))
 
 
+DEFAULT_MAX_PIXELS = 1 << 25  # 8K UHD fits
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: float,
-                threads: int = 1, reformatter: VideoReformatter | None = None) -> torch.Tensor:
-    """(T, C, H, W) uint8. Pass one `reformatter` for many clips: it keeps its swscale context while the
-    sizes stay the same (`frame.to_ndarray(width=..)` builds a new one per frame, several times slower
-    on small frames)."""
+                threads: int = 1, reformatter: VideoReformatter | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """(T, C, H, W) uint8; VideoError (one line) for anything that is not a decodable clip within
+    `max_pixels` per frame. Pass one `reformatter` for many clips: it keeps its swscale context while
+    the sizes stay the same (`frame.to_ndarray(width=..)` builds a new one per frame, several times
+    slower on small frames)."""
+    try:
+        return _decode_clip(data, bucket, fps, start_fraction, threads, reformatter, max_pixels)
+    except VideoError:
+        raise
+    except av.FFmpegError as e:
+        raise VideoError(f"not a readable video ({e.__class__.__name__}: {_one_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - hostile bytes reach PyAV/numpy in ways no list foresees
+        raise VideoError(f"cannot decode the clip ({e.__class__.__name__}: {_one_line(e)})") from None
+
+
+def _decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: float, threads: int,
+                 reformatter: VideoReformatter | None, max_pixels: int) -> torch.Tensor:
     sws = reformatter if reformatter is not None else VideoReformatter()
+    if not data:
+        raise VideoError("empty video member")
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except av.FFmpegError as e:
-        raise VideoError(f"not a readable video ({e.__class__.__name__}: {e})") from None
+        raise VideoError(f"not a readable video ({e.__class__.__name__}: {_one_line(e)})") from None
     with container:
         stream = choose_stream(container, "clip", None)  # the reader's rule: most pixels, default, rate
+        cc = stream.codec_context
+        declared = (cc.width or 0) * (cc.height or 0)
+        if declared > max_pixels:
+            raise VideoError(f"frames of {cc.width}x{cc.height} are over max_frame_pixels {max_pixels}")
+        tb = stream.time_base
+        if not tb or tb <= 0:
+            raise VideoError("the video stream has no usable time base")
+        cc.options = {**dict(cc.options or {}), "max_pixels": str(max_pixels)}  # FFmpeg refuses bigger frames
         stream.thread_type = "AUTO"
         if threads > 0:
             stream.thread_count = threads
@@ -73,7 +110,7 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
         pts = sorted(p.pts for p in packets if p.pts is not None)
         if not pts:
             raise VideoError("no frames")
-        idx = choose_frames(pts, float(stream.time_base), bucket.num_frames, fps, start_fraction)
+        idx = choose_frames(pts, float(tb), bucket.num_frames, fps, start_fraction)
         wanted: dict[int, list[int]] = {}
         for out_i, j in enumerate(idx):
             wanted.setdefault(pts[j], []).append(out_i)
@@ -86,11 +123,16 @@ def decode_clip(data: bytes, bucket: Bucket, fps: float | None, start_fraction: 
             outs = wanted.pop(frame.pts, None)
             if outs is None:
                 return
+            if frame.width * frame.height > max_pixels:
+                raise VideoError(f"a frame of {frame.width}x{frame.height} is over max_frame_pixels {max_pixels}")
             if geom is None:
                 # Cover the bucket in display geometry (pixel aspect and rotation applied, DESIGN.md 2);
                 # swscale works in the coded orientation, the quarter turns come after.
                 rot = rotation_of(frame)
                 cw, ch = _cover_size(*display_size(frame.width, frame.height, sar, rot), bucket)
+                if cw * ch > max_pixels:  # an absurd pixel aspect would scale to a giant picture
+                    raise VideoError(f"pixel aspect {sar} scales the clip to {cw}x{ch}, over max_frame_pixels "
+                                     f"{max_pixels}")
                 geom = (ch, cw, -(rot // 90)) if rot in (90, 270) else (cw, ch, -(rot // 90))
             arr = sws.reformat(frame, width=geom[0], height=geom[1], format="rgb24").to_ndarray()
             if geom[2] % 4:

@@ -14,10 +14,12 @@ enough to rebuild everything:
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
 
+from dataload.errors import LoaderWarning
 from dataload.loader.config import LoaderConfig
 from dataload.loader.dataset import BatchProducer, PlannedDataset, SampleTable
 from dataload.loader.plan import PlanContext, PlannedBatch, assign_bucket, consumed_by, plan_segment
@@ -27,14 +29,18 @@ STATE_VERSION = 1
 _WARN_NAMES = 5
 
 
-class LoaderWarning(UserWarning):
-    """Samples were skipped (corrupt, truncated shard, too short); the message names them."""
+def _one_line(text: str, limit: int = 300) -> str:
+    """Control characters escaped, undecodable bytes shown as escapes, cut to `limit`: one printable line."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _warn_skipped(items: list[tuple[str, str]], when: str) -> None:
+    """One LoaderWarning of one line naming the skipped samples (the first few) and why."""
     if not items:
         return
-    names = "; ".join(f"{n} ({r})" for n, r in items[:_WARN_NAMES])
+    names = "; ".join(f"{_one_line(n, 200)} ({_one_line(r)})" for n, r in items[:_WARN_NAMES])
     more = f"; and {len(items) - _WARN_NAMES} more" if len(items) > _WARN_NAMES else ""
     warnings.warn(f"skipped {len(items)} sample(s) {when}: {names}{more}", LoaderWarning, stacklevel=3)
 
@@ -52,7 +58,10 @@ class VideoLoader:
         self.config = config
         self.rank = rank
         self.world_size = world_size
-        self.indexes = indexes if indexes is not None else [index_source(p) for p, _ in sources]
+        caps = {"max_member_bytes": config.max_member_bytes,
+                "max_small_member_bytes": config.max_small_member_bytes,
+                "max_frame_pixels": config.max_frame_pixels}
+        self.indexes = indexes if indexes is not None else [index_source(p, **caps) for p, _ in sources]
         kinds = {ix.kind for ix in self.indexes}
         if len(kinds) > 1:
             raise ValueError("cannot blend curated and latent sources in one loader")
@@ -77,8 +86,12 @@ class VideoLoader:
         bucket_of: list[int | None] = []
         tokens_of: list[int] = []
         shard_gids: list[list[list[int]]] = []
-        shapes: dict[tuple[int, ...], int] = {}
+        shapes: dict[tuple[Any, ...], int] = {}
         excluded: dict[int, str] = {}
+        # Latent text of one width only (a batch pads the lengths, not the widths): the most common wins.
+        widths = Counter(info.shapes["text"][1] for ix in self.indexes if ix.kind == "latent"
+                         for samples in ix.samples for info in samples)
+        text_dim = min(widths, key=lambda d: (-widths[d], d)) if widths else None
         for s, ix in enumerate(self.indexes):
             per_shard = []
             for j, samples in enumerate(ix.samples):
@@ -89,8 +102,12 @@ class VideoLoader:
                     gids.append(gid)
                     if ix.kind == "latent":
                         shape = tuple(info.shapes["latents"])
-                        b = shapes.setdefault(shape, len(shapes))
                         tok = cfg.tokens(tuple(shape[-3:]))  # type: ignore[arg-type]
+                        if info.shapes["text"][1] != text_dim:
+                            b = None
+                            excluded[gid] = f"text width {info.shapes['text'][1]} differs from the data's {text_dim}"
+                        else:  # one batch shape and dtype per bucket, so batches stack
+                            b = shapes.setdefault((shape, info.dtypes["latents"]), len(shapes))
                     else:
                         m = info.facts
                         b = assign_bucket(buckets, m["width"], m["height"], int(m["num_frames"]),
@@ -110,7 +127,7 @@ class VideoLoader:
         self.skipped.extend(left_out)
         _warn_skipped(left_out, "by the bucket/packing rules")
         ctx = PlanContext(cfg, self.weights, shard_gids, bucket_of, tokens_of, excluded)
-        table = SampleTable(self.indexes, refs, buckets, list(shapes), bucket_of)
+        table = SampleTable(self.indexes, refs, buckets, list(shapes), bucket_of, text_dim)
         return ctx, table
 
     def _name(self, ref: tuple[int, int, int]) -> str:

@@ -22,7 +22,9 @@ from dataload.shards import (
 
 
 def _clip_json(i: int, **extra) -> bytes:
-    meta = {k: i for k in CLIP_REQUIRED_KEYS}
+    meta = {"start_s": 0.0, "end_s": 2.0, "start_frame": 0, "end_frame": 20, "num_frames": 20, "fps": 10.0,
+            "width": 64, "height": 48}
+    assert set(meta) | {"clip_id", "source"} == set(CLIP_REQUIRED_KEYS)
     meta.update(clip_id=f"clip{i}", source="s.mp4", extra_field="later stages add me", **extra)
     return json.dumps(meta).encode()
 
@@ -114,7 +116,7 @@ def test_truncated_shard_names_itself(tmp_path, cut):
 
 
 def test_truncated_at_header_boundary(tmp_path):
-    """tarfile stops silently here; we must not."""
+    """tarfile stops silently here; we must not (but every whole sample before the cut is kept)."""
     p = _write(tmp_path, 2, 10)[0]
     with tarfile.open(p) as t:
         last = t.getmembers()[-1]
@@ -125,7 +127,11 @@ def test_truncated_at_header_boundary(tmp_path):
     with pytest.raises(ShardError, match="truncated shard .*cut.tar"):
         for s in read_shard(bad):
             got.append(s["__key__"])
-    assert got == ["clip000"]
+    assert got == ["clip000", "clip001"]
+    # A cut inside the end-of-archive marker loses nothing: the shard is whole.
+    bad.write_bytes(p.read_bytes()[:end + 100])
+    assert [s["__key__"] for s in read_shard(bad)] == ["clip000", "clip001"]
+    assert index_shard(bad)[1] is None
 
 
 def test_corrupt_header_checksum(tmp_path):
@@ -159,9 +165,10 @@ def _add(t, name, data=b"x", type_=tarfile.REGTYPE, linkname=""):
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "subdir", "symlink", "hardlink", "device", "dir",
                                   "longname_dotdot"])
 def test_hostile_members_refused(tmp_path, case):
+    """A hostile member costs its own sample only: the samples before and after it are read."""
     def build(t):
         _add(t, "good.json", b"{}")
-        _add(t, "good2.json", b"{}")  # the sample in progress at the fault is not yielded
+        _add(t, "good2.json", b"{}")
         if case == "dotdot":
             _add(t, "../x.json")
         elif case == "absolute":
@@ -178,16 +185,20 @@ def test_hostile_members_refused(tmp_path, case):
             _add(t, "evil", type_=tarfile.DIRTYPE)
         elif case == "longname_dotdot":
             _add(t, "../" + "a" * 150 + ".json")
+        _add(t, "after.json", b"{}")
 
     p = tmp_path / "hostile.tar"
     _hostile_tar(p, build)
     got = []
-    with pytest.raises(ShardError, match="hostile shard .*hostile.tar"):
+    with pytest.raises(ShardError, match="hostile.tar: 1 sample.s. refused"):
         for s in read_shard(p):
             got.append(s["__key__"])
-    assert got == ["good"]  # what came before is still fine
+    assert got == ["good", "good2", "after"]  # refused at the end, after every good sample
+    skipped: list = []
+    assert [s["__key__"] for s in read_shard(p, skipped=skipped)] == ["good", "good2", "after"]
+    assert len(skipped) == 1 and "hostile.tar:" in skipped[0][0]
     entries, err = index_shard(p)
-    assert "hostile" in err
+    assert [e.key for e in entries] == ["good", "good2", "after"] and "refused" in err
 
 
 def test_pickle_members_stay_bytes(tmp_path):
@@ -209,8 +220,11 @@ def test_duplicate_key_refused(tmp_path):
 
     p = tmp_path / "dup.tar"
     _hostile_tar(p, build)
-    with pytest.raises(ShardError, match="two separate places"):
+    with pytest.raises(ShardError, match="appears again after other samples"):
         list(read_shard(p))
+    skipped: list = []
+    assert [s["__key__"] for s in read_shard(p, skipped=skipped)] == ["a", "b"]  # the first run of a stands
+    assert skipped == [(f"{p}:a", "key 'a' appears again after other samples (its first members are kept)")]
 
 
 def test_missing_shard(tmp_path):

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 
+import numpy as np
 import pytest
 
 from tests.reliability.conftest import assert_one_line_error, call
@@ -297,3 +298,34 @@ def test_checkpoint_step_folder_swapped_for_a_symlink(trained_run, tmp_path):
     assert res.rc == 0, res.stderr
     info = json.loads((tmp_path / "e" / "config.json").read_text())
     assert info["num_layers"] >= 1
+
+
+def _with_garbage_clip(src, dest):
+    """A copy of a curated folder whose first clip's video bytes are garbage (its JSON is fine)."""
+    from dataload.shards import ShardWriter, list_shards, read_shard
+
+    (dest / "shards").mkdir(parents=True)
+    (dest / "dataset.json").write_text((src / "dataset.json").read_text())
+    with ShardWriter(dest / "shards", max_samples_per_shard=2) as w:
+        for shard in list_shards(src / "shards"):
+            for sample in read_shard(shard):
+                members = {k: v for k, v in sample.items() if not k.startswith("__")}
+                if sample["__key__"] == "clip000":
+                    members["mp4"] = os.urandom(len(members["mp4"]))
+                w.write(sample["__key__"], members)
+    return dest
+
+
+@pytest.mark.distributed
+def test_a_garbage_clip_is_skipped_on_every_rank_together(curated_data, tmp_path):
+    """Batch size 1 on 2 data-parallel ranks: the rank whose only clip is garbage has an empty batch; both
+    ranks skip that draw, training goes on, and the skip is counted."""
+    data = _with_garbage_clip(curated_data, tmp_path / "data")
+    run = tmp_path / "run"
+    res = call("vfm-train", fit_args(data, run, 4, "--nproc", "2", "--set", "data.batch_size=1",
+                                     "--set", "train.checkpoint_every=4"))
+    assert res.rc == 0, res.stderr
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[-1]["skipped_batches"] >= 1
+    assert all(np.isfinite(r["loss"]) for r in records)
