@@ -1,4 +1,9 @@
-"""`vfm-curate`: one entry point, one module per subcommand under `curate.commands`."""
+"""`vfm-curate`: one entry point, one module per subcommand under `curate.commands`.
+
+Error contract: bad input (a missing file, a bad config key, an unwritable or busy OUT, a FIFO where a
+video belongs) prints one line on stderr and exits 2; Ctrl-C exits 130 with one line; anything else is
+an internal error, exit 1, one line (VFM_DEBUG=1 shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,19 @@ SUBCOMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (the usage itself is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vfm-curate",
         description="Turn raw videos into curated, captioned clips in WebDataset shards.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         try:
@@ -38,24 +50,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    from curate.ids import path_text
+
+    return " ".join(path_text(str(text)).split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    module = getattr(args, "_module", None)
-    if module is None:
-        parser.error(f"'{args.command}' is not available in this build")
+    command = "vfm-curate"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"vfm-curate {args.command}"
+        module = getattr(args, "_module", None)
+        if module is None:
+            parser.error(f"'{args.command}' is not available in this build")
         return int(module.run(args) or 0)
-    except (CurateError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"vfm-curate {args.command}: error: {exc}", file=sys.stderr)
+    except (CurateError, VideoError) as exc:
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be read or written: the path and the cause
+        from dataload.files import describe_os_error
+
+        print(f"{command}: error: {_one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vfm-curate {args.command}: interrupted", file=sys.stderr)
+        hint = "; rerun the same command to resume" if command == "vfm-curate run" else ""
+        print(f"{command}: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line, never a bare traceback; VFM_DEBUG=1 shows it
         if os.environ.get("VFM_DEBUG"):
             raise
-        print(f"vfm-curate {args.command}: internal error: {type(exc).__name__}: {exc} "
+        print(f"{command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
               "(set VFM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 

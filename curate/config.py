@@ -15,7 +15,11 @@ Clip reject reasons (clips.parquet `reject_reason`) form a fixed set, checked in
   low_aesthetic          aesthetic score below the model stage's threshold (model stages)
   duplicate_of:<clip_id> a near-duplicate of a kept clip (dataset-level dedup)
 Source reasons (sources.parquet `reason`) for `skipped`: video_too_short, video_too_small; for `failed`:
-the stage name and the error's one-line message.
+the stage name and the error's one-line message (e.g. `ingest: not found (listed in LIST)` for a list
+file's missing entry, `probe: PATH: video is a FIFO (named pipe), not a regular file`, `probe: frame size
+WxH declared by the file is over probe.max_pixels (N)`, `caption: PATH: caption file is over the cap of N
+bytes`). Values are checked on load: a float key takes numbers as users write them (`1e-4`) and refuses
+non-finite ones (`.inf`, `nan`, `1e400`).
 
 Default thresholds, and why (measured on single-shot synthetic videos of dataload.synthetic at 160x96
 and 640x360, and on the real videos in ../shared/data/videos; tests/curate/test_filters.py keeps the
@@ -39,6 +43,7 @@ synthetic side honest):
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,12 +53,14 @@ from typing import Any
 import yaml
 
 from curate.errors import CurateError
+from dataload.files import describe_os_error, read_regular
 
 REJECT_REASONS = ("too_short", "too_long", "too_small", "dark", "bright", "static", "jittery", "blurry",
                   "low_aesthetic", "duplicate_of:<clip_id>")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
                     ".mts", ".flv", ".wmv", ".3gp", ".ogv", ".y4m")
 CAPTION_EXTENSIONS = (".srt", ".vtt")
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a page of YAML
 
 
 @dataclass
@@ -70,6 +77,9 @@ class ProbeConfig:
     min_width: int = 64
     min_height: int = 64
     backend: str = "pyav"
+    # A source whose pictures are larger than this fails before any decoding (a tiny file can declare
+    # 30000x30000): 8192x8192 admits every real format up to 8K and bounds one RGB frame to 200 MB.
+    max_pixels: int = 8192 * 8192
 
 
 @dataclass
@@ -195,9 +205,22 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise CurateError(f"config key '{where}' needs an integer, got {value!r}")
     if hint is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise CurateError(f"config key '{where}' needs a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string: take numbers as users write them
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if number is None:
+            raise CurateError(f"config key '{where}' needs a number, got {value!r}")
+        if not math.isfinite(number):
+            raise CurateError(f"config key '{where}' needs a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -230,10 +253,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = default_config()
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise CurateError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            text = read_regular(p, "config file", MAX_CONFIG_BYTES).decode("utf-8")
+        except FileNotFoundError:
+            raise CurateError(f"config file not found: {p}") from None
+        except UnicodeDecodeError:
+            raise CurateError(f"config file {p} is not UTF-8 text") from None
+        except OSError as exc:
+            raise CurateError(describe_os_error(exc, "cannot read config file")) from None
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise CurateError(f"config file {p} is not valid YAML: {' '.join(str(exc).split())}") from None
         _apply(cfg, data, "")
@@ -264,6 +293,8 @@ def validate(cfg: CurateConfig) -> None:
     from curate.models.config import validate_models
 
     validate_models(cfg.models)
+    if cfg.probe.max_pixels < 1:
+        raise CurateError("probe.max_pixels must be at least 1")
     if cfg.write.max_clips_per_shard < 1:
         raise CurateError("write.max_clips_per_shard must be at least 1")
     if cfg.transcode.encoder not in ("libx264", "nvenc"):

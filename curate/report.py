@@ -10,7 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from curate.config import REJECT_REASONS
+from curate.errors import CurateError, writing
+from curate.ids import path_text
 from curate.state import atomic_write_bytes, atomic_write_text
+from dataload.files import open_regular, read_regular
 
 SCORES = ("motion", "jitter", "sharpness", "brightness", "aesthetic")
 FIGURES = ("scores.png", "funnel.png", "contact_sheet.png")
@@ -23,7 +26,8 @@ def _reason_group(reason: str) -> str:
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    atomic_write_bytes(path, buf.getvalue())
+    with writing(path):
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def _thresholds(out: Path) -> dict[str, list[float]]:
@@ -136,8 +140,41 @@ def _contact_sheet(out: Path, kept_ids: list[str], path: Path, limit: int = 16, 
         draw.text((pad, pad), "no kept clips", fill=(0, 0, 0))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    with writing(path):
+        atomic_write_bytes(path, buf.getvalue())
     return len(order)
+
+
+def _decode_error_lines(sources: dict) -> list[str]:
+    """Sources that were curated although some of their frames could not be decoded (tolerant decoding
+    skipped and counted them): the report says which, so damaged inputs are not mistaken for clean ones."""
+    hit = [(src, int(n)) for src, st, n in zip(sources["source"], sources["status"], sources["decode_errors"])
+           if st == "done" and n]
+    if not hit:
+        return []
+    total = sum(n for _, n in hit)
+    names = ", ".join(f"{src} ({n})" for src, n in hit[:10]) + (f" and {len(hit) - 10} more" if len(hit) > 10 else "")
+    return [f"- {len(hit)} source{'s' if len(hit) != 1 else ''} had decode errors ({total} corrupt frames or "
+            f"packets skipped): {names}"]
+
+
+def require_outputs(out: str | Path) -> None:
+    """FileNotFoundError unless OUT holds the parquet files of a run (checked before OUT is touched)."""
+    out = Path(out)
+    for name in ("sources.parquet", "clips.parquet"):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{path_text(str(out / name))} not found (is {path_text(str(out))} the output "
+                                    "of `vfm-curate run`?)")
+
+
+def _read_table(path: Path) -> dict:
+    import pyarrow as pa
+
+    try:
+        with open_regular(path, "parquet file") as f:  # a file object: any file name, even one not UTF-8
+            return pq.read_table(f).to_pydict()
+    except (pa.ArrowException, OSError) as exc:
+        raise CurateError(f"cannot read {path_text(str(path))}: {' '.join(str(exc).split())[:200]}") from None
 
 
 def write_report(out: str | Path) -> Path:
@@ -146,14 +183,16 @@ def write_report(out: str | Path) -> Path:
 
     matplotlib.use("Agg")
     out = Path(out)
-    for name in ("sources.parquet", "clips.parquet"):
-        if not (out / name).is_file():
-            raise FileNotFoundError(f"{out / name} not found (is {out} the output of `vfm-curate run`?)")
-    sources = pq.read_table(out / "sources.parquet").to_pydict()
-    clips = pq.read_table(out / "clips.parquet").to_pydict()
+    require_outputs(out)
+    sources, clips = (_read_table(out / name) for name in ("sources.parquet", "clips.parquet"))
     stats = {}
     if (out / "_state" / "run.json").is_file():
-        stats = json.loads((out / "_state" / "run.json").read_text())
+        try:
+            stats = json.loads(read_regular(out / "_state" / "run.json", "run record", 1 << 20))
+        except (OSError, ValueError):
+            stats = {}  # the figures of the last run are lost; the rest of the report stands
+        if not isinstance(stats, dict):
+            stats = {}
 
     n_src = len(sources["source"])
     by_status = {s: sum(1 for v in sources["status"] if v == s) for s in ("done", "failed", "skipped")}
@@ -180,11 +219,12 @@ def write_report(out: str | Path) -> Path:
     video_s = sum(d or 0.0 for d in sources["duration_s"])
     kept_s = sum(e - s for e, s, st in zip(clips["end_s"], clips["start_s"], clips["status"]) if st == "kept")
     lines = [
-        f"# Curation report: {out.name}", "",
+        f"# Curation report: {path_text(out.name)}", "",
         "## Inputs", "",
         f"- sources: {n_src} (done {by_status['done']}, failed {by_status['failed']}, "
         f"skipped {by_status['skipped']})",
-        f"- video: {video_s:.1f} s in, {kept_s:.1f} s kept in {len(kept_ids)} clips", "",
+        f"- video: {video_s:.1f} s in, {kept_s:.1f} s kept in {len(kept_ids)} clips",
+        *_decode_error_lines(sources), "",
         "| source | status | reason | duration s | frames | clips | kept |", "|---|---|---|---|---|---|---|",
     ]
     for i in range(n_src):
@@ -216,5 +256,6 @@ def write_report(out: str | Path) -> Path:
             lines += [f"| {n} | {v:.2f} | {100 * v / total:.0f}% |" for n, v in stage_s.items()]
             lines.append("")
     path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
+    with writing(path):
+        atomic_write_text(path, "\n".join(lines))
     return path

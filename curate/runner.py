@@ -14,14 +14,15 @@ from pathlib import Path
 import yaml
 
 from curate.config import CurateConfig
-from curate.errors import CurateError
-from curate.ids import source_key
+from curate.errors import CurateError, writing
+from curate.ids import path_text, source_key
 from curate.ingest import SourceInput, expand_inputs
 from curate.pipeline import Pipeline, build_pipeline
 from curate.report import write_report
 from curate.stage import DONE, FAILED, KEPT, SKIPPED, SourceTask
-from curate.state import atomic_write_text, clean_tmp, commit_task, load_committed, new_work_dir
+from curate.state import atomic_write_text, clean_tmp, commit_task, load_committed, lock_out, new_work_dir
 from curate.write import write_outputs
+from dataload.files import read_regular
 
 
 @dataclass
@@ -52,25 +53,43 @@ def _ours(name: str) -> bool:
     return name == "_state" or name.startswith(".config.yaml.")
 
 
-def prepare_out(out: Path, cfg: CurateConfig) -> None:
-    """Create OUT or check that it holds a run of the same config (refused otherwise)."""
+def _previous_config(cfg_path: Path) -> dict | None:
+    """The config a folder's config.yaml describes, keys it lacks taking today's defaults (so a key added
+    later with a default that keeps the old behaviour does not orphan older runs); None if unreadable."""
+    from curate.config import MAX_CONFIG_BYTES, _apply, default_config
+
+    try:
+        data = yaml.safe_load(read_regular(cfg_path, "config file", MAX_CONFIG_BYTES).decode("utf-8"))
+        previous = default_config()
+        _apply(previous, data, "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, CurateError):
+        return None
+    return previous.to_dict()
+
+
+def check_out(out: Path, cfg: CurateConfig) -> None:
+    """Refuse an OUT that is not a folder, holds another config, or holds something else (reads only)."""
     if out.exists() and not out.is_dir():
-        raise CurateError(f"--out {out} exists and is not a folder")
+        raise CurateError(f"--out {path_text(str(out))} exists and is not a folder")
     cfg_path = out / "config.yaml"
     if cfg_path.is_file():
-        try:
-            previous = yaml.safe_load(cfg_path.read_text())
-        except yaml.YAMLError:
-            previous = None
-        if previous != cfg.to_dict():
-            raise CurateError(f"{out} holds a run with a different config ({cfg_path}); use the same "
-                              "config to resume, or another --out")
+        if _previous_config(cfg_path) != cfg.to_dict():
+            raise CurateError(f"{path_text(str(out))} holds a run with a different config "
+                              f"({path_text(str(cfg_path))}); use the same config to resume, or another --out")
     elif out.is_dir() and any(not _ours(p.name) for p in out.iterdir()):
-        raise CurateError(f"--out {out} is not empty and holds no curation run (no config.yaml)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "_state").mkdir(exist_ok=True)
-    if not cfg_path.is_file():
-        atomic_write_text(cfg_path, cfg.to_yaml())
+        raise CurateError(f"--out {path_text(str(out))} is not empty and holds no curation run (no config.yaml)")
+
+
+def prepare_out(out: Path, cfg: CurateConfig) -> None:
+    """Create OUT or check that it holds a run of the same config (refused otherwise); with the lock held."""
+    check_out(out, cfg)
+    cfg_path = out / "config.yaml"
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "_state").mkdir(exist_ok=True)
+        if not cfg_path.is_file():
+            with writing(cfg_path):
+                atomic_write_text(cfg_path, cfg.to_yaml())
 
 
 def make_executor(name: str, workers: int, ray_address: str | None):
@@ -109,6 +128,9 @@ class _Progress:
 def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, executor: str = "local",
                  workers: int = 2, ray_address: str | None = None, progress: bool | None = None,
                  pipeline: Pipeline | None = None) -> RunSummary:
+    """One run into OUT. Raises CurateError (exit 2) before any work for bad inputs, a foreign or busy OUT;
+    OutputError (exit 2) when OUT cannot be written; KeyboardInterrupt on Ctrl-C (workers stopped first).
+    Whatever stops a run, the committed sources stay and a rerun resumes."""
     t0 = time.perf_counter()
     out = Path(out)
     sources = expand_inputs(inputs, cfg.ingest)  # a missing input stops here, before any work
@@ -119,9 +141,22 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
             raise CurateError("transcode.encoder=nvenc, but no ffmpeg with a working h264_nvenc is present")
     pipeline = pipeline or build_pipeline(cfg, str(out))
     runner = make_executor(executor, workers, ray_address)
-    prepare_out(out, cfg)
-    clean_tmp(out)
+    check_out(out, cfg)  # refuse before writing anything into a folder that is not ours
+    lock = lock_out(out, "vfm-curate run")  # before any clean-up or write: a second run never touches our work
+    try:
+        prepare_out(out, cfg)
+        clean_tmp(out)
+        summary = _run_locked(sources, out, cfg, pipeline, runner, executor, workers, progress, t0)
+    except BaseException:
+        clean_tmp(out)  # work dirs of sources in flight (never committed): free the space now
+        raise
+    finally:
+        lock.release()
+    return summary
 
+
+def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeline: Pipeline, runner, executor: str,
+                workers: int, progress: bool | None, t0: float) -> RunSummary:
     keys = [source_key(s.source) for s in sources]
     todo: list[tuple[int, SourceInput]] = []
     for i, (src, key) in enumerate(zip(sources, keys)):
@@ -132,47 +167,64 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
     summary = RunSummary(sources=len(sources), processed=len(todo))
     stage_s: dict[str, float] = {}  # worker seconds per stage, summed over this run's sources
 
-    def tasks() -> Iterator[SourceTask]:  # lazy: work dirs appear only as sources enter the pipeline
+    # Sources that ingest could not even find (a list file's missing entry) fail without any work.
+    with writing(out / "_state"):
         for i, src in todo:
+            if src.error is not None:
+                task = SourceTask(index=i, source=src.source, key=keys[i])
+                task.fail(src.error)
+                commit_task(out, task)
+    runnable = [(i, src) for i, src in todo if src.error is None]
+
+    def tasks() -> Iterator[SourceTask]:  # lazy: work dirs appear only as sources enter the pipeline
+        for i, src in runnable:
             key = keys[i]
+            with writing(out / "_state"):
+                work_dir = new_work_dir(out, key)
             yield SourceTask(index=i, source=src.source, key=key, local_path=src.local_path,
-                             caption_path=src.caption_path, work_dir=new_work_dir(out, key))
+                             caption_path=src.caption_path, work_dir=work_dir)
 
     def on_result(task: SourceTask) -> None:
         if not Path(task.work_dir or "").is_relative_to(out / "_state" / "sources"):
-            commit_task(out, task)  # the worker died before committing: record the failure
+            with writing(out / "_state"):
+                commit_task(out, task)  # the worker died before committing: record the failure
         summary.video_s += task.duration_s or 0.0
         for name, sec in task.stage_seconds.items():
             stage_s[name] = stage_s.get(name, 0.0) + sec
 
-    with ExitStack() as stack:
-        show = sys.stderr.isatty() if progress is None else progress
-        bar = _Progress(stack, pipeline.names, len(todo), show)
-        runner.run(pipeline.stages, tasks(), on_result, bar)
+    if runnable:
+        if executor == "local" and runner.workers > len(runnable):
+            runner.workers = len(runnable)  # a worker process per source at most: each one sets up every stage
+        with ExitStack() as stack:
+            show = sys.stderr.isatty() if progress is None else progress
+            bar = _Progress(stack, pipeline.names, len(runnable), show)
+            runner.run(pipeline.stages, tasks(), on_result, bar)
 
     committed = []
     for key, src in zip(keys, sources):
         task = load_committed(out, key)
         if task is None:
-            raise RuntimeError(f"source {src.source} was not committed")
+            raise RuntimeError(f"source {path_text(src.source)} was not committed")
         committed.append(task)
     for task in committed:
         task.clips.sort(key=lambda c: c.start_frame)
     for step in pipeline.dataset_steps:
         step(committed)
+    # One wall time for the console line and report.md alike: the run up to its final write.
     summary.wall_s = time.perf_counter() - t0
     stats = {"wall_s": summary.wall_s, "workers": workers, "executor": executor, "processed": summary.processed,
              "resumed": summary.sources - summary.processed, "video_s": summary.video_s,
              "video_h_per_wall_h": summary.video_h_per_wall_h,
              "stage_seconds": [[n, round(stage_s[n], 3)] for n in pipeline.names if n in stage_s]}
-    write_outputs(out, committed, cfg.write.max_clips_per_shard, stats)
-    write_report(out)
+    with writing(out):
+        write_outputs(out, committed, cfg.write.max_clips_per_shard, stats)
+        write_report(out)
     for task in committed:
         summary.done += task.status == DONE
         summary.failed += task.status == FAILED
         summary.skipped += task.status == SKIPPED
         summary.clips += len(task.clips)
         summary.kept += sum(1 for c in task.clips if c.status == KEPT)
-    summary.wall_s = time.perf_counter() - t0
-    atomic_write_text(out / "_state" / "summary.json", json.dumps(summary.__dict__, sort_keys=True))
+    with writing(out / "_state"):
+        atomic_write_text(out / "_state" / "summary.json", json.dumps(summary.__dict__, sort_keys=True))
     return summary

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from curate.errors import OUTPUT_ERRNOS, OutputError, output_error
+
 # Source status values (sources.parquet `status`).
 PENDING, DONE, FAILED, SKIPPED = "pending", "done", "failed", "skipped"
 # Clip status values (clips.parquet `status`); a clip is "candidate" until a filter decides.
@@ -116,7 +118,8 @@ class Stage:
 
     `process` runs every still-pending task of the batch; an exception in one task marks that source
     failed with the stage's name and a one-line reason, and the batch goes on (a bad input never stops
-    the run).
+    the run). A disk that is full or read-only (OUTPUT_ERRNOS) is no fault of the source: it raises
+    OutputError, which stops the run (exit 2) and leaves the source to the rerun.
     """
 
     name: str = "stage"
@@ -134,6 +137,12 @@ class Stage:
             t0 = time.perf_counter()
             try:
                 self.process_task(task)
+            except OutputError:
+                raise
+            except OSError as exc:
+                if exc.errno in OUTPUT_ERRNOS:  # a full or read-only disk: no source can succeed, stop the run
+                    raise output_error(exc, task.work_dir) from None
+                task.fail(f"{self.name}: {one_line(exc)}")
             except Exception as exc:  # noqa: BLE001 - one bad source must not stop the run
                 task.fail(f"{self.name}: {one_line(exc)}")
             task.stage_seconds[self.name] = task.stage_seconds.get(self.name, 0.0) + time.perf_counter() - t0

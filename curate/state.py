@@ -3,6 +3,7 @@
 Layout:
   _state/tmp/<key>-<pid>-<rand>/   a task's work dir while in flight (clip mp4s being written)
   _state/sources/<key>/            a committed source: record.json (the task) + <clip_id>.mp4 files
+  _state/lock                      the lock that keeps a second run out of OUT (see lock_out)
 A source is committed by writing record.json into its work dir and renaming the dir into sources/ (one
 atomic rename on a POSIX filesystem): a kill at any moment leaves either no commit or a whole one.
 """
@@ -17,7 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from curate.errors import CurateError, writing
+from curate.ids import path_text
 from curate.stage import Clip, SourceTask
+from dataload import files as _files
+from dataload.lock import FolderLock, FolderLockedError
 
 
 def state_dir(out: str | Path) -> Path:
@@ -32,24 +37,30 @@ def tmp_dir(out: str | Path) -> Path:
     return state_dir(out) / "tmp"
 
 
+def lock_out(out: str | Path, command: str) -> FolderLock:
+    """Hold OUT for this process: OUT/_state/lock, taken before any clean-up or write. The lock is a
+    kernel flock, so it ends with its process: a run killed with -9 leaves nothing stale and the next
+    run takes over at once. A second run (or `vfm-curate report`) is refused with one line naming the
+    holder. The lock is never inherited by worker processes (close-on-exec, and it refuses pickling)."""
+    lock = FolderLock(out, "_state/lock", command=command)
+    try:
+        with writing(out):
+            lock.acquire()
+    except FolderLockedError as exc:
+        raise CurateError(path_text(str(exc))) from None
+    return lock
+
+
 def new_work_dir(out: str | Path, key: str) -> str:
     path = tmp_dir(out) / f"{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True, exist_ok=False)
     return str(path)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+# One implementation of atomic writes for the whole project (a temporary file beside the target, removed
+# on failure, renamed into place once complete): re-exported here for curate's modules.
+atomic_write_bytes = _files.atomic_write_bytes
+atomic_write_text = _files.atomic_write_text
 
 
 def task_to_dict(task: SourceTask) -> dict[str, Any]:
@@ -91,11 +102,20 @@ def commit_task(out: str | Path, task: SourceTask) -> Path:
     return final
 
 
+MAX_RECORD_BYTES = 256 << 20  # a record holds one source's clips (and their embeddings)
+
+
 def load_committed(out: str | Path, key: str) -> SourceTask | None:
+    """The committed result of a source, or None when there is none. A record that cannot be read back
+    (damaged by something other than this program: commits are atomic) counts as none, so the
+    source is redone and its commit replaced."""
     path = sources_dir(out) / key / "record.json"
     if not path.is_file():
         return None
-    task = task_from_dict(json.loads(path.read_text()))
+    try:
+        task = task_from_dict(json.loads(_files.read_regular(path, "record", MAX_RECORD_BYTES)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
     task.work_dir = str(path.parent)
     return task
 

@@ -1,7 +1,7 @@
 """Encode a clip's frames to H.264 MP4: PyAV/libx264 (default, CPU) or NVENC through the ffmpeg program.
 
-libx264 runs with pinned threads, so the same frames give the same bytes on every machine and executor
-(clip bytes are part of the resume contract). Frames keep their source timestamps (variable frame rate
+libx264 goes through dataload.h264, whose pinned options make the same frames give the same bytes on
+every machine and executor (clip bytes are part of the resume contract). Frames keep their source timestamps (variable frame rate
 survives), shifted so the clip starts at 0.
 """
 
@@ -12,13 +12,10 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
-from fractions import Fraction
 
 import numpy as np
 
 from curate.config import TranscodeConfig
-
-TIME_BASE = Fraction(1, 90000)  # the MPEG clock: exact for 24/25/30/30000:1001 rates alike
 
 
 def output_size(width: int, height: int, max_height: int | None) -> tuple[int, int]:
@@ -61,32 +58,18 @@ def nvenc_available() -> bool:
 
 def encode_libx264(frames: Iterable[tuple[float, np.ndarray]], out_path: str, size: tuple[int, int],
                    fps: float, cfg: TranscodeConfig) -> int:
-    """Encode (time_s, RGB frame) pairs; times are relative to the clip start. Returns frames written."""
-    import av
+    """Encode (time_s, RGB frame) pairs through the project's H.264 writer; returns frames written."""
+    from dataload.h264 import encode_h264
 
     h, w = size
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-    n = 0
-    last_pts = -1
-    with av.open(out_path, "w", format="mp4") as out:
-        st = out.add_stream("libx264", rate=rate)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.codec_context.thread_count = cfg.threads
-        st.codec_context.time_base = TIME_BASE
-        st.options = {"crf": str(cfg.crf), "preset": cfg.preset, "threads": str(cfg.threads)}
+
+    def checked():
         for t, arr in frames:
             if arr.shape[0] != h or arr.shape[1] != w:
                 raise ValueError(f"frame size {arr.shape[1]}x{arr.shape[0]} differs from {w}x{h}")
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-            pts = max(int(round(t / TIME_BASE)), last_pts + 1)  # strictly increasing, even for odd stamps
-            frame.pts, frame.time_base = pts, TIME_BASE
-            last_pts = pts
-            for pkt in st.encode(frame):
-                out.mux(pkt)
-            n += 1
-        for pkt in st.encode():
-            out.mux(pkt)
-    return n
+            yield t, arr
+
+    return len(encode_h264(checked(), out_path, fps=fps, crf=cfg.crf, preset=cfg.preset, threads=cfg.threads))
 
 
 def encode_nvenc(frames: Iterable[tuple[float, np.ndarray]], out_path: str, size: tuple[int, int],

@@ -16,8 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.errors import writing
+from curate.ids import path_text
 from curate.stage import KEPT, REJECTED, SourceTask
 from curate.state import atomic_write_bytes, atomic_write_text
+from dataload.files import atomic_output
 
 SOURCE_SCHEMA = pa.schema([
     ("source", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -37,17 +40,23 @@ CLIP_COLUMNS = tuple(CLIP_SCHEMA.names)
 SOURCE_COLUMNS = tuple(SOURCE_SCHEMA.names)
 
 
+def _text_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """Every text cell as valid UTF-8: a source name that is not UTF-8 (and a reason quoting it) takes its
+    one string form, curate.ids.path_text (undecodable bytes as \\xNN)."""
+    return {k: path_text(v) if isinstance(v, str) else v for k, v in row.items()}
+
+
 def source_row(task: SourceTask) -> dict[str, Any]:
-    return {
+    return _text_cells({
         "source": task.source, "status": task.status, "reason": task.reason, "duration_s": task.duration_s,
         "num_frames": task.num_frames, "fps": task.fps, "width": task.width, "height": task.height,
         "codec": task.codec, "decode_errors": task.decode_errors, "num_clips": len(task.clips),
         "num_kept": sum(1 for c in task.clips if c.status == KEPT),
-    }
+    })
 
 
 def clip_row(clip) -> dict[str, Any]:
-    row = {name: getattr(clip, name) for name in CLIP_COLUMNS}
+    row = _text_cells({name: getattr(clip, name) for name in CLIP_COLUMNS})
     if row["embedding"] is not None:
         row["embedding"] = [float(v) for v in row["embedding"]]
     return row
@@ -63,9 +72,8 @@ def finalize_statuses(tasks: list[SourceTask]) -> None:
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with writing(path), atomic_output(path) as f:  # a temporary name, removed if the write fails (a full disk)
+        pq.write_table(table, f)
 
 
 def write_shards(out: Path, tasks: list[SourceTask], max_per_shard: int) -> int:
@@ -77,15 +85,19 @@ def write_shards(out: Path, tasks: list[SourceTask], max_per_shard: int) -> int:
         clip.shard = f"shard-{i // max_per_shard:06d}.tar"
     building = out / "shards.building"
     shutil.rmtree(building, ignore_errors=True)
-    with ShardWriter(building, max_samples_per_shard=max_per_shard) as writer:
-        for task, clip in kept:
-            media = Path(task.work_dir) / (clip.media or "")
-            meta = clip_row(clip)
-            meta["caption_windows"] = clip.caption_windows
-            members = {"mp4": media.read_bytes(), "json": json.dumps(meta, sort_keys=True).encode()}
-            if clip.caption:
-                members["txt"] = clip.caption.encode("utf-8")
-            writer.write(clip.clip_id, members)
+    try:
+        with writing(building), ShardWriter(building, max_samples_per_shard=max_per_shard) as writer:
+            for task, clip in kept:
+                media = Path(task.work_dir) / (clip.media or "")
+                meta = clip_row(clip)
+                meta["caption_windows"] = clip.caption_windows
+                members = {"mp4": media.read_bytes(), "json": json.dumps(meta, sort_keys=True).encode()}
+                if clip.caption:
+                    members["txt"] = clip.caption.encode("utf-8")
+                writer.write(clip.clip_id, members)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)  # nothing half-built stays behind (a full disk)
+        raise
     written = sorted(p.name for p in building.glob("shard-*.tar"))
     expected = sorted({c.shard for _, c in kept})
     if written != expected:
@@ -113,5 +125,7 @@ def write_outputs(out: Path, tasks: list[SourceTask], max_per_shard: int, run_st
         "members": {"mp4": "H.264 yuv420p clip", "json": "clips.parquet row + caption_windows",
                     "txt": "caption (when present)"},
     }
-    atomic_write_text(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
-    atomic_write_bytes(out / "_state" / "run.json", json.dumps(run_stats, sort_keys=True).encode())
+    with writing(out / "dataset.json"):
+        atomic_write_text(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
+    with writing(out / "_state" / "run.json"):
+        atomic_write_bytes(out / "_state" / "run.json", json.dumps(run_stats, sort_keys=True).encode())

@@ -157,6 +157,26 @@ def atomic_output(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Bi
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that opens files by name (an encoder, a library's
+    save); renamed to `path` when the block ends, removed (file or folder) on any failure."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir() and not tmp.is_symlink():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
     with atomic_output(path, fsync=fsync) as f:
         f.write(data)
@@ -166,6 +186,7 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True)
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-__all__ = ["FileTooLargeError", "NotRegularFileError", "atomic_output", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["FileTooLargeError", "NotRegularFileError", "atomic_output", "atomic_path", "atomic_write_bytes",
+           "atomic_write_text",
            "describe_os_error", "file_kind", "open_regular", "read_regular", "read_regular_text",
            "regular_file_size"]

@@ -78,6 +78,12 @@ class VideoReader:
         return self._info
 
     @property
+    def header_size(self) -> tuple[int, int]:
+        """(width, height) of the coded pictures as the container and codec headers declare them, known
+        without decoding (0 where the headers do not say): check it before decoding a hostile file."""
+        return int(self._pyav.header_width or 0), int(self._pyav.header_height or 0)
+
+    @property
     def decode_errors(self) -> int:
         """Corrupt packets skipped by the last read (before any read: by a full decoding pass)."""
         if self._errors is None:

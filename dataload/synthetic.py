@@ -271,6 +271,12 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                 opts.setdefault("threads", str(threads))
                 if preset:  # veryfast: ~4x quicker than the default and still with B-frames
                     opts.setdefault("preset", preset)
+            if codec == "libx264":
+                from dataload.h264 import pinned_asm
+
+                asm = pinned_asm()  # the same bytes for the same frames (see dataload.h264)
+                if asm and "x264-params" not in opts:
+                    opts["x264-params"] = f"asm={asm}"
             stream.options = opts
             first = True
             for i, arr in enumerate(frames):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from dataload.probe import probe
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("video", metavar="VIDEO", help="a video file")
@@ -17,17 +15,24 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from curate.ids import path_text
+    from dataload.probe import probe  # PyAV and OpenCV: imported when the command runs, not for --help
+
     info = probe(args.video, strict=args.strict, stream=args.stream)
     if args.json:
-        print(json.dumps(info.to_dict()))
+        d = info.to_dict()
+        d["path"] = path_text(d["path"])
+        print(json.dumps(d))
     else:
         print(format_info(info))
     return 0
 
 
 def format_info(info) -> str:
+    from curate.ids import path_text
+
     lines = [
-        f"{info.path}",
+        f"{path_text(info.path)}",
         f"  container            {info.container}",
         f"  video stream         #{info.stream_index} {info.codec}",
         f"  display size         {info.width}x{info.height}"

@@ -11,7 +11,8 @@ import json
 import sys
 
 from curate.errors import CurateError
-from curate.split import SPLITTERS, SceneDetector, SceneResult, SplitConfig
+from curate.ids import path_text
+from curate.split.config import SPLITTERS, SceneResult, SplitConfig
 from dataload.errors import VideoError
 
 
@@ -50,6 +51,9 @@ def format_text(video: str, r: SceneResult) -> str:
 
 
 def run(args) -> int:
+    from curate.split import SceneDetector  # heavy (torch): imported when the command runs, not for --help
+    from dataload.files import describe_os_error
+
     try:
         detector = SceneDetector(SplitConfig(splitter=args.splitter, fixed_stride_s=args.fixed_stride))
     except ValueError as exc:
@@ -58,9 +62,11 @@ def run(args) -> int:
     for video in args.videos:
         try:
             result = detector(video)
-        except (VideoError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            print(f"vfm-curate scenes: error: {exc}", file=sys.stderr)
+        except (VideoError, OSError) as exc:  # a missing file, a FIFO or folder, not a video: one line each
+            msg = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            print(f"vfm-curate scenes: error: {' '.join(path_text(msg).split())}", file=sys.stderr)
             failed += 1
             continue
-        print(json.dumps(to_dict(video, result)) if args.json else format_text(video, result), flush=True)
+        name = path_text(video)
+        print(json.dumps(to_dict(name, result)) if args.json else format_text(name, result), flush=True)
     return 2 if failed else 0

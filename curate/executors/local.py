@@ -13,15 +13,17 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from curate.errors import CurateError
-from curate.stage import SourceTask, Stage
+from curate.errors import CurateError, OutputError
+from curate.stage import SourceTask, Stage, one_line
 
 # Events a worker sends back: ("stage", wid, stage name) | ("result", wid, task) | ("fatal", wid, message)
+# | ("output", wid, message): OUT cannot be written (a full or read-only disk), the run stops
 ProgressFn = Callable[[str, int], None]
 
 
@@ -44,7 +46,25 @@ def run_stages(stages: list[Stage], task: SourceTask, on_stage: Callable[[str], 
     return batch[0]
 
 
-def _worker(wid: int, stages: list[Stage], in_q, out_q) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this worker when the driver dies (Linux: PR_SET_PDEATHSIG), so a driver
+    killed with -9 leaves no orphan that would go on writing into OUT under the next run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the driver's kill on the way out still applies
+        pass
+    if os.getppid() != parent:  # the driver died before the request took effect
+        os._exit(1)
+
+
+def _worker(wid: int, stages: list[Stage], in_q, out_q, parent: int | None = None) -> None:
+    # Ctrl-C reaches the whole process group: the driver alone answers it (stops the workers, exit 130);
+    # a worker ignores it, so no worker prints a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with_parent(parent)
     _pin_threads()
     try:
         for stage in stages:
@@ -57,7 +77,14 @@ def _worker(wid: int, stages: list[Stage], in_q, out_q) -> None:
             task = in_q.get()
             if task is None:
                 break
-            done = run_stages(stages, task, lambda name: out_q.put(("stage", wid, name)))
+            try:
+                done = run_stages(stages, task, lambda name: out_q.put(("stage", wid, name)))
+            except OutputError as exc:  # OUT is full or read-only: the driver stops the run
+                out_q.put(("output", wid, str(exc)))
+                break
+            except Exception as exc:  # noqa: BLE001 - a stage bug fails its source, not the worker
+                task.fail(f"{type(exc).__name__}: {one_line(exc)}")
+                done = task
             out_q.put(("result", wid, done))
     finally:
         for stage in stages:
@@ -65,6 +92,12 @@ def _worker(wid: int, stages: list[Stage], in_q, out_q) -> None:
                 stage.teardown()
             except Exception:  # noqa: BLE001,S110 - teardown must not hide the real result
                 pass
+
+
+def _block_sigint() -> bool:
+    if not hasattr(signal, "pthread_sigmask"):
+        return False
+    return signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 class WorkerSetupError(CurateError):
@@ -97,15 +130,23 @@ class LocalExecutor:
         def start_worker() -> None:
             nonlocal next_wid
             in_q = ctx.Queue(maxsize=1)
-            p = ctx.Process(target=_worker, args=(next_wid, stages, in_q, out_q), daemon=True,
+            p = ctx.Process(target=_worker, args=(next_wid, stages, in_q, out_q, os.getpid()), daemon=True,
                             name=f"vfm-curate-worker-{next_wid}")
-            p.start()
+            # SIGINT stays blocked while the worker starts (it inherits the mask), so a Ctrl-C during its
+            # imports cannot print a traceback; the driver gets a signal that arrived meanwhile right after.
+            blocked = _block_sigint()
+            try:
+                p.start()
+            finally:
+                if blocked:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             procs[next_wid] = (p, in_q)
             idle.append(next_wid)
             next_wid += 1
 
         it: Iterator[SourceTask] = iter(tasks)
         exhausted = False
+        finished = False
         try:
             for _ in range(self.workers):
                 start_worker()
@@ -151,18 +192,35 @@ class LocalExecutor:
                         on_result(payload)
                 elif kind == "fatal":
                     raise WorkerSetupError(f"a worker could not set up its stages: {payload}")
+                elif kind == "output":
+                    raise OutputError(payload)
+            finished = True
         finally:
+            self._stop(procs, out_q, graceful=finished)
+
+    @staticmethod
+    def _stop(procs: dict[int, tuple], out_q, graceful: bool) -> None:
+        """End every worker: at the end of the work, ask them to finish (5 s at most); when the run stops
+        early (Ctrl-C, a full disk, an error), kill them at once: their sources were not committed, and
+        the rerun redoes exactly those."""
+        if graceful:
             for _p, in_q in procs.values():
                 try:
                     in_q.put_nowait(None)
                 except queue.Full:
                     pass
-            deadline = time.monotonic() + 5
-            for p, _ in procs.values():
+        deadline = time.monotonic() + (5 if graceful else 0)
+        for p, _ in procs.values():
+            if graceful:
                 p.join(timeout=max(0.1, deadline - time.monotonic()))
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+            if p.is_alive():
+                p.kill()
+            p.join()
+        for _p, in_q in procs.values():
+            in_q.cancel_join_thread()  # never wait at exit on a pipe that no worker reads any more
+            in_q.close()
+        out_q.cancel_join_thread()
+        out_q.close()
 
     @staticmethod
     def _run_inline(stages, tasks, on_result, on_stage) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from curate.errors import CurateError
+from curate.errors import CurateError, OutputError
 from curate.stage import SourceTask, Stage
 
 ProgressFn = Callable[[str, int], None]
@@ -189,6 +189,9 @@ class RayExecutor:
             try:
                 batch = ray.get(ref)
             except RayError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, OutputError):  # OUT is full or read-only: stop the run, as the local one does
+                    raise OutputError(str(cause)) from None
                 # Past the retries: fail these sources with the reason, as a dead local worker does. Failed
                 # tasks still go through the rest of the stages, so the commit stage records them.
                 reason = f"worker died while processing it ({_root_cause(exc)})"

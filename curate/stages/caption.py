@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import errno
+
 from curate.config import CaptionConfig
 from curate.stage import Resources, SourceTask, Stage
 from curate.timed_text import overlapping, parse_timed_text
+from dataload.files import FileTooLargeError, read_regular
 
 CAPTION_MODEL = "timed_text"
 
 
-def read_text(path: str) -> str:
-    import fsspec
+MAX_CAPTION_BYTES = 16 << 20  # timed text of a feature film is well under 1 MB
 
-    with fsspec.open(path, "rb") as f:
-        raw = f.read()
+
+def read_text(path: str, max_bytes: int = MAX_CAPTION_BYTES) -> str:
+    """A caption file's text. A local one must be a regular file (never a FIFO or device) of at most
+    `max_bytes`; a URL is read up to the same cap."""
+    if "://" in path and not path.startswith("file://"):
+        import fsspec
+
+        with fsspec.open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise FileTooLargeError(errno.EFBIG, f"{path}: caption file is over the cap of {max_bytes} bytes")
+    else:
+        local = path[len("file://"):] if path.startswith("file://") else path
+        raw = read_regular(local, "caption file", max_bytes)
     for enc in ("utf-8-sig", "cp1252", "latin-1"):
         try:
             return raw.decode(enc)

@@ -7,6 +7,7 @@ import shutil
 
 from curate.config import ProbeConfig
 from curate.stage import Resources, SourceTask, Stage
+from dataload.files import regular_file_size
 
 
 def fetch_remote(task: SourceTask) -> str:
@@ -35,13 +36,23 @@ class ProbeStage(Stage):
 
         if task.local_path is None:
             task.local_path = fetch_remote(task)
-        if os.path.getsize(task.local_path) == 0:
+        # Regular files only: a FIFO, socket or device fails here with its kind named (opening one would
+        # block or read forever); a missing file fails as "not found".
+        if regular_file_size(task.local_path, "video") == 0:
             task.fail("probe: empty file (0 bytes)")
             return
+        cap = self.config.max_pixels
         with VideoReader(task.local_path, backend=self.config.backend) as reader:
+            w, h = reader.header_size
+            if w * h > cap:  # before the decoding pass allocates frames of that size
+                task.fail(f"probe: frame size {w}x{h} declared by the file is over probe.max_pixels ({cap})")
+                return
             info = reader.info
             times = [float(t) for t in reader.timestamps()]
             task.decode_errors = int(max(getattr(reader, "decode_errors", 0) or 0, info.decode_errors or 0))
+        if info.coded_width * info.coded_height > cap:
+            task.fail(f"probe: frame size {info.coded_width}x{info.coded_height} is over probe.max_pixels ({cap})")
+            return
         task.codec = info.codec
         task.width, task.height = int(info.width), int(info.height)
         task.num_frames = len(times)

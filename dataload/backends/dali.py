@@ -11,6 +11,7 @@ from dataload.backends.decord import packet_times
 from dataload.backends.pyav import PyAVSource, resolve_size
 from dataload.backends.selection import GridSelector
 from dataload.errors import VideoError
+from dataload.files import read_regular
 from dataload.video_info import display_size
 
 # What NVDEC decodes in DALI's video decoder.
@@ -54,7 +55,7 @@ class DaliSource:
         if self._frames is None:
             from nvidia.dali import fn, pipeline_def, types
 
-            data = np.fromfile(self.path, dtype=np.uint8)
+            data = np.frombuffer(read_regular(self.path, "video"), dtype=np.uint8)
 
             @pipeline_def(batch_size=1, num_threads=1, device_id=0)
             def pipe():

@@ -13,6 +13,7 @@ import numpy as np
 
 from dataload.backends.pyav import PyAVSource, open_container, resolve_size
 from dataload.backends.selection import GridSelector
+from dataload.files import regular_file_size
 from dataload.video_info import display_size
 
 # Codecs decord2 decodes (its FFmpeg build lacks VP9/AV1 software decoders).
@@ -28,6 +29,7 @@ def open_decord(pyav: PyAVSource):
     except ImportError:
         return None
     try:
+        regular_file_size(pyav.path, "video")  # decord opens by path itself: never a FIFO or device
         return DecordSource(pyav)
     except Exception:  # noqa: BLE001 - decord raises its own error types on files it cannot index
         return None

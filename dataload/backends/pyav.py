@@ -21,6 +21,7 @@ from av.video.reformatter import VideoReformatter
 from dataload.backends.selection import GridSelector
 from dataload.backends.swscale import SWS_BILINEAR, SwsConverter
 from dataload.errors import CorruptVideoError, VideoError
+from dataload.files import NotRegularFileError, regular_file_size
 from dataload.video_info import StreamInfo, display_size
 
 # Decoded frames may carry out-of-order pts (AVI with packed B-frames stores them per packet, not per
@@ -30,13 +31,18 @@ _REORDER_DEPTH = 4
 
 
 def open_container(path: str) -> av.container.InputContainer:
-    """Open `path` for reading, turning every way it can fail into one clear line."""
+    """Open `path` for reading, turning every way it can fail into one clear line.
+
+    Only regular files are opened: a FIFO, socket, device or folder is refused with its kind named
+    (opening a FIFO by path would block until a writer appears)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise VideoError(f"{path}: is a directory, not a video file")
-    if os.path.getsize(path) == 0:
+    try:
+        size = regular_file_size(path, "video")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except NotRegularFileError as exc:
+        raise VideoError(str(exc)) from None
+    if size == 0:
         raise VideoError(f"{path}: empty file (0 bytes), not a video")
     try:
         return av.open(path, mode="r")

@@ -42,10 +42,37 @@ def test_missing_inputs_stop_before_work(tree):
         expand_inputs([str(tree / "a.mp4"), str(tree / "nope.mp4")], IngestConfig())
     with pytest.raises(CurateError, match="matches nothing"):
         expand_inputs([str(tree / "*.mov")], IngestConfig())
+    # a list file's missing entry does not stop the run: it becomes a source that fails with the reason
     listing = tree / "list.txt"
-    listing.write_text("gone.mp4\n")
-    with pytest.raises(CurateError, match="gone.mp4"):
-        expand_inputs([str(listing)], IngestConfig())
+    listing.write_text("gone.mp4\na.mp4\n")
+    got = expand_inputs([str(listing)], IngestConfig())
+    assert [(os.path.basename(s.source), s.error) for s in got] == [
+        ("gone.mp4", f"ingest: not found (listed in {listing})"), ("a.mp4", None)]
+    assert got[0].local_path is None
+
+
+def test_inputs_that_expand_to_nothing_stop_before_work(tree):
+    (tree / "empty").mkdir()
+    (tree / "comments.txt").write_text("# nothing here\n\n")
+    for item, words in [(tree / "empty", "no videos found in"), (tree / "*.md", "no videos found in"),
+                        (tree / "comments.txt", "no videos found in")]:
+        with pytest.raises(CurateError, match=words):
+            expand_inputs([str(tree / "a.mp4"), str(item)], IngestConfig())
+
+
+def test_non_regular_inputs(tree):
+    os.mkfifo(tree / "pipe.mp4")
+    with pytest.raises(CurateError, match=r"is a FIFO \(named pipe\), not a regular file or folder"):
+        expand_inputs([str(tree / "pipe.mp4")], IngestConfig())
+    os.symlink("loop.mp4", tree / "loop.mp4")
+    with pytest.raises(CurateError, match="symbolic link loop"):
+        expand_inputs([str(tree / "loop.mp4")], IngestConfig())
+    # found in a folder: a source like any other (the probe stage fails it, naming its kind)
+    got = expand_inputs([str(tree)], IngestConfig())
+    assert {"pipe.mp4", "loop.mp4"} <= {os.path.basename(s.source) for s in got}
+    # a file whose name holds glob characters is taken as it is when it exists
+    (tree / "odd[1].mp4").write_bytes(b"x")
+    assert [s.source for s in expand_inputs([str(tree / "odd[1].mp4")], IngestConfig())] == [str(tree / "odd[1].mp4")]
 
 
 def test_fsspec_urls():

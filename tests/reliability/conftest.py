@@ -180,3 +180,24 @@ def readonly_dir(tmp_path):
 
 # session fixtures of the training and generation cases (a tiny curated set, a tiny trained run)
 from tests.reliability.train_fixtures import curated_data, trained_run  # noqa: E402,F401
+
+
+class Hung(BaseException):
+    """Raised by `bounded` when its block overruns (a BaseException, so no command's error handler
+    swallows it)."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float, what: str = "the command"):
+    """Fail instead of hanging when an in-process block runs longer than `seconds` (SIGALRM interrupts a
+    blocking open or read of a FIFO in this thread). Main thread only; for a spawned command use `spawn`."""
+    def on_alarm(signum, frame):
+        raise Hung(f"{what} hung for more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
