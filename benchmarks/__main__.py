@@ -19,6 +19,7 @@ BENCHMARKS = {
     "dit": "benchmarks.dit",
     "sample": "benchmarks.sample",
     "cp-train": "benchmarks.cp_train",
+    "gpu": "benchmarks.gpu",
 }
 
 

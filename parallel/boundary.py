@@ -10,9 +10,11 @@ gets back is its share; summing a module's gradients over its (dp, cp) group giv
   along batch inside the destination's data-parallel lane), fans out (narrow to this rank's slot) or
   passes through, and does the reverse in backward.
 - `P2PBoundary` (disjoint ranks): the first rank of each data-parallel lane is its leader; source
-  leaders send their pieces to destination leaders (a shape header first, then the data, batched
-  point-to-point), and each destination leader broadcasts inside its TP x CP group. In backward the
-  destination lane sums its gradients onto the leader, which sends every source leader its piece.
+  leaders send their pieces to destination leaders (a header with the dtype and shape first, then the
+  data, batched point-to-point), and each destination leader broadcasts inside its TP x CP group. In
+  backward the destination lane sums its gradients onto the leader, which sends every source leader its
+  piece. The data keeps the sender's dtype (a float64 pipeline stays float64) unless the boundary is
+  given a wire dtype; buffers live on this rank's device (parallel.device), so NCCL gets CUDA tensors.
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ from parallel.errors import BoundaryError
 from parallel.layout import BuiltLayout, ParallelLayout, placement
 
 LANE = ("tp", "cp")  # the dims that replicate one data-parallel slot
-_HEADER = 8  # ndim + up to 7 dims
+_HEADER = 9  # dtype code, ndim, up to 7 dims
+# the dtypes a boundary carries, by wire code (the index)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.int32, torch.bool,
+           torch.uint8, torch.int8, torch.int16)
 
 
-def make_boundary(src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype = torch.float32,
-                  stats: CommStats | None = None):
-    """The communicator joining two built layouts (colocated or disjoint, derived from placements)."""
+def make_boundary(src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype | None = None,
+                  stats: CommStats | None = None, device: torch.device | None = None):
+    """The communicator joining two built layouts (colocated or disjoint, derived from placements).
+    `dtype`: the wire dtype of a disjoint boundary (None: each tensor travels in its own dtype)."""
     if placement(src.layout, dst.layout) == "colocated":
         return ColocatedBoundary(src, dst, stats)
-    return P2PBoundary(src, dst, dtype, stats)
+    return P2PBoundary(src, dst, dtype, stats, device)
 
 
 def _ratio(a: int, b: int, what: str) -> int:
@@ -157,11 +163,17 @@ def routes(src: ParallelLayout, dst: ParallelLayout) -> list[Route]:
 class P2PBoundary:
     """Source ranks call `send` then later `recv_grad`; destination ranks call `recv` (autograd-aware)."""
 
-    def __init__(self, src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype = torch.float32,
-                 stats: CommStats | None = None):
+    def __init__(self, src: BuiltLayout, dst: BuiltLayout, dtype: torch.dtype | None = None,
+                 stats: CommStats | None = None, device: torch.device | None = None):
         if placement(src.layout, dst.layout) != "disjoint":
             raise BoundaryError(f"{src.name!r} and {dst.name!r} are not on disjoint ranks")
-        self.src, self.dst, self.dtype = src, dst, dtype
+        if dtype is not None and dtype not in _DTYPES:
+            raise BoundaryError(f"a boundary cannot carry {dtype}")
+        if device is None:
+            from parallel.device import rank_device
+
+            device = rank_device().device
+        self.src, self.dst, self.dtype, self.device = src, dst, dtype, torch.device(device)
         self.routes = routes(src.layout, dst.layout)
         self.rank = src.rank
         self.stats = stats
@@ -201,8 +213,8 @@ class P2PBoundary:
             if x.shape[0] % rt.src_parts:
                 raise BoundaryError(f"fan-out by {rt.src_parts}: batch {x.shape[0]} does not divide")
             per = x.shape[0] // rt.src_parts
-            piece = x.detach().narrow(0, rt.src_piece * per, per).to(self.dtype).contiguous()
-            header = _header(piece.shape)
+            piece = x.detach().narrow(0, rt.src_piece * per, per).to(self.device, self.dtype or x.dtype).contiguous()
+            header = _header(piece.shape, piece.dtype, self.device)
             peer = self._dst_leader(rt.dst_lane)
             ops.append(dist.P2POp(dist.isend, header, peer, tag=self._tag(mb, 0, i)))
             ops.append(dist.P2POp(dist.isend, piece, peer, tag=self._tag(mb, 1, i)))
@@ -217,32 +229,33 @@ class P2PBoundary:
         group = self.dst.group(LANE)
         mine = [(i, rt) for i, rt in enumerate(self.routes) if rt.dst_lane == lane]
         if leader:
-            headers = {i: torch.empty(_HEADER, dtype=torch.int64) for i, _ in mine}
+            headers = {i: torch.empty(_HEADER, dtype=torch.int64, device=self.device) for i, _ in mine}
             _wait(dist.batch_isend_irecv([dist.P2POp(dist.irecv, headers[i], self._src_leader(rt.src_lane),
                                                      tag=self._tag(mb, 0, i)) for i, rt in mine]))
-            bufs = {i: torch.empty(_shape(headers[i]), dtype=self.dtype) for i, _ in mine}
+            bufs = {i: _empty(headers[i], self.device) for i, _ in mine}
             _wait(dist.batch_isend_irecv([dist.P2POp(dist.irecv, bufs[i], self._src_leader(rt.src_lane),
                                                      tag=self._tag(mb, 1, i)) for i, rt in mine]))
             data = torch.cat([bufs[i] for i, _ in sorted(mine, key=lambda m: m[1].dst_order)], dim=0)
-            header = _header(data.shape)
+            header = _header(data.shape, data.dtype, self.device)
         else:
-            header = torch.empty(_HEADER, dtype=torch.int64)
+            header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
         root = self._dst_leader(lane)
         if dist.get_world_size(group) > 1:
             dist.broadcast(header, root, group=group)
             if not leader:
-                data = torch.empty(_shape(header), dtype=self.dtype)
+                data = _empty(header, self.device)
             dist.broadcast(data, root, group=group)
             if leader:  # the leader feeds the lane (a tree or ring broadcast sends about this much)
                 self._count(header, data)
-        anchor = torch.zeros((), dtype=self.dtype, requires_grad=True)
+        dtype = data.dtype if data.is_floating_point() else torch.float32
+        anchor = torch.zeros((), dtype=dtype, device=self.device, requires_grad=True)
         return _P2PRecv.apply(anchor, data, self, mb)
 
     # ---- backward
     def _send_grad(self, g: torch.Tensor, mb: int) -> None:
         lane, leader = self._lane(self.dst)
         group = self.dst.group(LANE)
-        g = g.to(self.dtype).contiguous().clone()
+        g = g.to(self.device, self.dtype or g.dtype).contiguous().clone()
         if dist.get_world_size(group) > 1:  # partial gradients of the lane's replicas, summed on the leader
             dist.reduce(g, self._dst_leader(lane), group=group)
             if not leader:
@@ -268,7 +281,8 @@ class P2PBoundary:
             return grad
         mine = [(i, rt) for i, rt in enumerate(self.routes) if rt.src_lane == lane]
         per = like.shape[0] // mine[0][1].src_parts
-        bufs = {i: torch.empty((per, *like.shape[1:]), dtype=self.dtype) for i, _ in mine}
+        bufs = {i: torch.empty((per, *like.shape[1:]), dtype=self.dtype or like.dtype, device=self.device)
+                for i, _ in mine}
         _wait(dist.batch_isend_irecv([dist.P2POp(dist.irecv, bufs[i], self._dst_leader(rt.dst_lane),
                                                  tag=self._tag(mb, 2, i)) for i, rt in mine]))
         for i, rt in mine:
@@ -296,18 +310,24 @@ class _P2PRecv(torch.autograd.Function):
         return None, None, None, None
 
 
-def _header(shape) -> torch.Tensor:
-    if len(shape) > _HEADER - 1:
-        raise BoundaryError(f"boundary tensors have at most {_HEADER - 1} dims, got {len(shape)}")
+def _header(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The handshake: dtype code, ndim, dims."""
+    if len(shape) > _HEADER - 2:
+        raise BoundaryError(f"boundary tensors have at most {_HEADER - 2} dims, got {len(shape)}")
+    if dtype not in _DTYPES:
+        raise BoundaryError(f"a boundary cannot carry {dtype}")
     h = torch.zeros(_HEADER, dtype=torch.int64)
-    h[0] = len(shape)
-    h[1:1 + len(shape)] = torch.tensor(list(shape), dtype=torch.int64)
-    return h
+    h[0] = _DTYPES.index(dtype)
+    h[1] = len(shape)
+    h[2:2 + len(shape)] = torch.tensor(list(shape), dtype=torch.int64)
+    return h.to(device)
 
 
-def _shape(header: torch.Tensor) -> tuple[int, ...]:
-    n = int(header[0])
-    return tuple(int(v) for v in header[1:1 + n])
+def _empty(header: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A receive buffer for what the header announces."""
+    h = header.cpu()
+    n = int(h[1])
+    return torch.empty(tuple(int(v) for v in h[2:2 + n]), dtype=_DTYPES[int(h[0])], device=device)
 
 
 def _wait(works) -> None:

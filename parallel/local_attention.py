@@ -21,20 +21,42 @@ def block_mask(key_valid: torch.Tensor | None, q_pos: torch.Tensor | None, k_pos
     return m
 
 
+# The one place that picks the fused kernel (a kernel that also returns the log-sum-exp, so ring and USP
+# can merge blocks): torch's flash kernel on the CPU, its memory-efficient kernel on CUDA (any float dtype,
+# head dims up to 256). Everything else runs the math below, which stays the reference.
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
 def fused_ok(q: torch.Tensor) -> bool:
-    """Whether torch's fused CPU flash kernel (which also returns the LSE) can run this block."""
-    return q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    """Whether a fused kernel that returns the LSE can run this block."""
+    if q.device.type == "cpu":
+        return hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    if q.device.type == "cuda":
+        return q.dtype in _CUDA_DTYPES and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0
+    return False
 
 
 def fused_forward(q, k, v, scale: float, causal: bool = False):
     """Unmasked (or square-causal) block through the fused kernel: same (out, lse) as the math below."""
+    t = lambda x: x.transpose(1, 2)  # noqa: E731
+    if q.device.type == "cuda":
+        out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
+            t(q), t(k), t(v), None, True, 0.0, causal, scale=scale)
+        return t(out), lse[..., :q.shape[1]].float()  # the kernel may pad the LSE's length
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, causal, attn_mask=None, scale=scale)
-    return out.transpose(1, 2), lse
+        t(q), t(k), t(v), 0.0, causal, attn_mask=None, scale=scale)
+    return t(out), lse
 
 
 def fused_backward(q, k, v, out, lse, dout, scale: float, causal: bool = False):
+    """Gradients of one block given the final output and LSE of its queries (flash-style)."""
     t = lambda x: x.transpose(1, 2)  # noqa: E731
+    if q.device.type == "cuda":
+        none = torch.empty(0, dtype=torch.int64, device=q.device)  # philox state: unused without dropout
+        dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
+            t(dout).contiguous(), t(q), t(k), t(v), None, t(out), lse.contiguous(), none, none, 0.0,
+            [True, True, True, False], causal, scale=scale)
+        return t(dq), t(dk), t(dv)
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         t(dout).contiguous(), t(q), t(k), t(v), t(out), lse.contiguous(), 0.0, causal, attn_mask=None, scale=scale)
     return t(dq), t(dk), t(dv)

@@ -66,7 +66,7 @@ def _rank(rank: int, world: int, init_file: str, layout: str, steps: int, queue)
         stages = [Stage(lay, m if lay.is_member else None,
                         torch.optim.AdamW(m.parameters(), lr=LR) if lay.is_member else None)
                   for lay, m in ((enc_l, enc), (lm_l, lm))]
-        sched = HeteroSchedule(stages[0], stages[1], make_boundary(enc_l, lm_l, torch.float64), MAX_NORM)
+        sched = HeteroSchedule(stages[0], stages[1], make_boundary(enc_l, lm_l), MAX_NORM)
         task = MLLMTask(cfg, lm_mode="ring")
         results = [sched.step(step, task.encode, task.loss, task.count_tokens) for step in _batches(cfg, steps, mbs)]
         if rank == 0:

@@ -82,7 +82,7 @@ def hetero_body(rank, world_size, cases):
         ref_losses, ref_grads, ref_weights = _reference(cfg, batches)
         enc_l = ParallelLayout("enc", dp=e[0], cp=e[1], rank_offset=e[2]).build("gloo")
         lm_l = ParallelLayout("lm", dp=b[0], cp=b[1], rank_offset=b[2]).build("gloo")
-        boundary = make_boundary(enc_l, lm_l, dtype=torch.float64)
+        boundary = make_boundary(enc_l, lm_l)
         if kind != "p2p" and enc_l.is_member:
             assert boundary.kind == kind, (name, boundary.kind)
         enc, lm = build_models(cfg)
@@ -142,7 +142,7 @@ def check_nonfinite_skip(rank):
     before = None if mine is None else {k: v.clone() for k, v in mine.state_dict().items()}
     stages = [Stage(lay, m if lay.is_member else None, torch.optim.AdamW(m.parameters()) if lay.is_member else None)
               for lay, m in ((enc_l, enc), (lm_l, lm))]
-    sched = HeteroSchedule(stages[0], stages[1], make_boundary(enc_l, lm_l, torch.float64), max_grad_norm=1.0)
+    sched = HeteroSchedule(stages[0], stages[1], make_boundary(enc_l, lm_l), max_grad_norm=1.0)
     task = MLLMTask(cfg)
     res = sched.step([make_batch(cfg, 2, seed=1)], task.encode, task.loss, task.count_tokens)
     unchanged = None if mine is None else all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
