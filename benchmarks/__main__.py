@@ -12,6 +12,7 @@ from benchmarks.harness import print_result
 BENCHMARKS = {
     "decode": "benchmarks.decode",
     "split": "benchmarks.split",
+    "startup": "benchmarks.startup",
     "load": "benchmarks.load",
     "curate": "benchmarks.curate",
     "cp": "benchmarks.cp",
@@ -20,6 +21,8 @@ BENCHMARKS = {
     "sample": "benchmarks.sample",
     "cp-train": "benchmarks.cp_train",
     "gpu": "benchmarks.gpu",
+    "demo": "benchmarks.demo",
+    "memory": "benchmarks.memory",
 }
 
 

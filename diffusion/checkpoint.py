@@ -19,7 +19,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -108,7 +108,10 @@ def _rng_state() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    ema=None, scheduler=None, loader_state: Any = None, extra: dict | None = None) -> Path:
+                    ema=None, scheduler=None, loader_state: Any = None, extra: dict | None = None,
+                    only: Callable[[str], bool] | None = None) -> Path:
+    """Write step `step` of RUN. `only`: which model tensors to keep (LoRA keeps its adapters; the frozen
+    base is referenced by the run, not copied)."""
     final = checkpoint_dir(run, step)
     tmp = final.with_name(final.name + ".tmp")
     if _rank() == 0:
@@ -116,7 +119,7 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.
         tmp.mkdir(parents=True)
     _barrier()
     try:
-        _save(tmp, final, step, model, optimizer, ema, scheduler, loader_state, extra)
+        _save(tmp, final, step, model, optimizer, ema, scheduler, loader_state, extra, only)
     except BaseException:
         if _rank() == 0:  # a full disk or an interrupt: leave no half-written checkpoint behind
             shutil.rmtree(tmp, ignore_errors=True)
@@ -124,8 +127,10 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.
     return final
 
 
-def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, loader_state, extra) -> None:
+def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, loader_state, extra, only) -> None:
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    if only is not None:
+        model_sd = {k: v for k, v in model_sd.items() if only(k)}
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     if ema is not None:
         state["ema"] = ema.shadow
@@ -152,24 +157,30 @@ def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, l
 
 
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    ema=None, scheduler=None, restore_rng: bool = True) -> dict:
-    """Restore in place; returns this rank's json record (step, loader state, extra)."""
+                    ema=None, scheduler=None, restore_rng: bool = True,
+                    only: Callable[[str], bool] | None = None) -> dict:
+    """Restore in place; returns this rank's json record (step, loader state, extra). `only`: the model
+    tensors the checkpoint holds (as saved with the same `only`)."""
     path = Path(path)
     if optimizer is not None:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     else:
         state = {"model": get_state_dict(model, [])[0]}
+    if only is not None:
+        state["model"] = {k: v for k, v in state["model"].items() if only(k)}
     if ema is not None:
         state["ema"] = ema.shadow
     try:
         dcp.load(state, checkpoint_id=str(path), **load_kwargs(path))
     except CheckpointException as exc:  # a BaseException: turn it into what it wraps
         raise unwrap(exc, path) from None
+    options = StateDictOptions(strict=only is None)
     if optimizer is not None:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=options)
     else:
-        set_state_dict(model, [], model_state_dict=state["model"], optim_state_dict={})
+        set_state_dict(model, [], model_state_dict=state["model"], optim_state_dict={}, options=options)
     rank = _rank()
     meta_path = path / f"rank-{rank:05d}.json"
     if not meta_path.is_file():  # another world size: rank 0's record still says the step
@@ -186,6 +197,56 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     return meta
+
+
+def load_sharded_weights(path: Path, model: nn.Module, *, prefer_ema: bool = True,
+                         rename: Callable[[str], str] | None = None) -> str:
+    """Load a checkpoint's weights (EMA when present and preferred) into a model that may be sharded
+    (each rank reads its own pieces); returns "ema" or "model". `rename` maps this model's tensor names
+    to the checkpoint's (a LoRA-wrapped base reads the plain model's weights); tensors the checkpoint
+    does not name are left as they are (LoRA adapters)."""
+    path = Path(path)
+    verify_checkpoint(path, records=False)
+    keys = set(read_metadata(path).state_dict_metadata)
+    source = "ema" if prefer_ema and any(k.startswith("ema.") for k in keys) else "model"
+    ours = dict(model.state_dict())
+    params = {n for n, _ in model.named_parameters()}
+    state: dict[str, dict] = {"model": {}, "ema": {}}
+    for name, tensor in ours.items():
+        theirs = rename(name) if rename is not None else name
+        section = "ema" if source == "ema" and name in params else "model"
+        if f"{section}.{theirs}" in keys:
+            state[section][theirs] = tensor
+    state = {k: v for k, v in state.items() if v}
+    try:
+        dcp.load(state, checkpoint_id=str(path), **load_kwargs(path))
+    except CheckpointException as exc:
+        raise unwrap(exc, path) from None
+    return source
+
+
+def load_checkpoint_tensors(path: Path, select: Callable[[str], bool], *, prefer_ema: bool = True
+                            ) -> tuple[dict[str, torch.Tensor], str]:
+    """The model tensors of a checkpoint whose names `select` accepts, read without a model or a process
+    group (shapes and dtypes from its metadata): ({name: tensor}, "ema" | "model")."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    path = Path(path)
+    verify_checkpoint(path, records=False)
+    meta = read_metadata(path).state_dict_metadata
+    has_ema = any(k.startswith("ema.") and select(k[4:]) for k in meta)
+    source = "ema" if prefer_ema and has_ema else "model"
+    wanted = {k[len(source) + 1:]: m for k, m in meta.items()
+              if k.startswith(source + ".") and select(k[len(source) + 1:]) and isinstance(m, TensorStorageMetadata)}
+    state = {source: {name: torch.empty(tuple(m.size), dtype=m.properties.dtype) for name, m in wanted.items()}}
+    if wanted:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            try:
+                dcp.load(state, checkpoint_id=str(path), no_dist=True, **load_kwargs(path))
+            except CheckpointException as exc:
+                raise unwrap(exc, path) from None
+    return state[source], source
 
 
 def load_weights(path: Path, model: nn.Module, *, prefer_ema: bool = True) -> str:

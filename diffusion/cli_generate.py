@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="local ranks to spawn (default 1)")
     p.add_argument("--cp", type=int, default=None, help="context-parallel degree (must equal --nproc)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    p.add_argument("--lora", default=None, metavar="PATH",
+                   help="merge LoRA adapters: a diffusers-format pytorch_lora_weights.safetensors (or its "
+                        "folder), or a LoRA run of ours (or one of its checkpoints)")
+    p.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="adapter strength (default 1)")
     return p
 
 
@@ -72,6 +76,10 @@ def _generate(args) -> int:
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v >= 0 and (name != "fps" or v > 0)):
             raise UserError(f"--{name} must be a finite number {'> 0' if name == 'fps' else '>= 0'}, got {v}")
+    if not math.isfinite(args.lora_scale):
+        raise UserError(f"--lora-scale must be a finite number, got {args.lora_scale}")
+    if args.lora is not None and not Path(args.lora).exists():
+        raise UserError(f"--lora {args.lora}: no such file or folder")
     if args.seed is not None and not 0 <= args.seed < 2 ** 63:
         raise UserError(f"--seed must be in [0, 2^63), got {args.seed}")
     src = Path(args.run or args.checkpoint)
@@ -82,7 +90,8 @@ def _generate(args) -> int:
     plan = GeneratePlan(run=None, checkpoint=str(checkpoint), prompt=args.prompt,
                         negative_prompt=args.negative_prompt, out=str(out.resolve()),
                         frames=args.frames, height=args.height, width=args.width, steps=args.steps,
-                        guidance=args.guidance, sampler=args.sampler, seed=args.seed, fps=args.fps, cp=cp)
+                        guidance=args.guidance, sampler=args.sampler, seed=args.seed, fps=args.fps, cp=cp,
+                        lora=args.lora, lora_scale=args.lora_scale)
     launch(generate_rank, args.nproc, {"plan": plan}, verbose_errors=bool(os.environ.get("VFM_DEBUG")))
     print(f"vfm-generate: wrote {args.out}", file=sys.stderr)
     return 0
@@ -112,7 +121,9 @@ def _check_size(checkpoint: Path, args) -> None:
     ft, fs = vae_factors(cfg)
     latent = (cfg.model.in_channels, (frames - 1) // ft + 1 if ft > 1 else frames, height // fs, width // fs)
     need = generation_bytes(cfg.model, latent, (frames, height, width), cfg.text.max_length)
-    if torch.cuda.is_available():
+    from parallel.device import use_cuda
+
+    if use_cuda():
         have = torch.cuda.mem_get_info()[0]
     else:
         have = available_bytes()

@@ -1,8 +1,10 @@
-"""`vfm-train fit | precompute | export`: train a video DiT, cache latents, export a diffusers copy."""
+"""`vfm-train fit | precompute | export | eval`: train a video DiT, cache latents, export a diffusers copy,
+measure prompt following."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local ranks to spawn (gloo on CPU, NCCL on GPU); under torchrun its world size")
     fit.add_argument("--dp", type=int, default=None, help="data-parallel degree (default: nproc / cp)")
     fit.add_argument("--cp", type=int, default=1, help="context-parallel degree (default 1)")
+    fit.add_argument("--init-from", default=None, metavar="PATH",
+                     help="start from these weights: a diffusers Wan transformer or pipeline folder, a "
+                          "`vfm-train export` folder, or a checkpoint (or RUN) of ours; the model config comes "
+                          "with them (with --resume: the run's own, recorded in RUN/run.json)")
     fit.set_defaults(_run=run_fit)
 
     pre = sub.add_parser("precompute", help="encode clips to latent shards (resumable)", description=(
@@ -75,11 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="write a diffusers-format copy of a trained model", description=(
         "Write the latest checkpoint of RUN (EMA weights when present) as a diffusers "
-        "WanTransformer3DModel folder: config.json + diffusion_pytorch_model.safetensors."))
+        "WanTransformer3DModel folder: config.json + diffusion_pytorch_model.safetensors; a LoRA run writes its "
+        "adapters as DIR/pytorch_lora_weights.safetensors (diffusers' Wan pipelines: load_lora_weights)."))
     exp.add_argument("--run", required=True, metavar="RUN", help="training run folder")
     exp.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
     exp.set_defaults(_run=run_export)
+
+    from diffusion.evaluate import add_eval_arguments, run_eval  # light: the work is imported when it runs
+
+    ev = sub.add_parser("eval", help="measure how well a trained run follows prompts", description=(
+        "Generate a video for every prompt of a suite (shapes: prompts seen in training and held-out "
+        "attribute combinations, several seeds each), measure colour, shape and direction of each with a "
+        "deterministic analyser, and report per-attribute accuracy: a table, OUT/grid.png, OUT/summary.json."))
+    add_eval_arguments(ev)
+    ev.set_defaults(_run=run_eval)
     return parser
 
 
@@ -110,7 +126,9 @@ def check_rank_count(nproc: int) -> None:
         return
     import torch
 
-    if torch.cuda.is_available():
+    from parallel.device import use_cuda
+
+    if use_cuda():
         if nproc > torch.cuda.device_count():
             raise UserError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
         return
@@ -121,11 +139,11 @@ def check_rank_count(nproc: int) -> None:
 
 def check_training_memory(cfg, nproc: int) -> None:
     """On the CPU every local rank builds the whole model before sharding it; refuse what cannot fit."""
-    import torch
 
     from diffusion.memory import available_bytes, describe, dit_params
+    from parallel.device import use_cuda
 
-    if torch.cuda.is_available() or under_torchrun():
+    if use_cuda() or under_torchrun():
         return
     params = dit_params(cfg.model)
     need = params * 4 * (nproc + 4)  # each rank's full build, plus sharded grads, Adam moments and EMA
@@ -158,6 +176,11 @@ def run_fit(args) -> int:
 
     nproc, dp, cp = resolve_layout(args.nproc, args.dp, args.cp)
     cfg = load_config(args.config, args.overrides)
+    init = _init_source(args)
+    if init is not None:
+        from diffusion.init_from import apply
+
+        cfg = apply(cfg, init)
     _check_data(args.data)
     steps = args.steps if args.steps is not None else cfg.train.steps
     if steps < 1:
@@ -176,7 +199,8 @@ def run_fit(args) -> int:
     if not args.resume and run.is_dir() and any(run.iterdir()) and not (run / "config.yaml").exists():
         raise UserError(f"--out {args.out} already exists and holds no training run; choose another --out")
     plan = FitPlan(run=str(run), sources=[(p, w) for p, w in args.data], steps=steps,
-                   stop_after=args.stop_after, resume=args.resume, dp=dp, cp=cp)
+                   stop_after=args.stop_after, resume=args.resume, dp=dp, cp=cp,
+                   init_from=None if init is None else dataclasses.asdict(init))
     rank0 = not under_torchrun() or int(os.environ.get("RANK", "0")) == 0
     if args.resume and not (run / "config.yaml").is_file():
         raise UserError(f"--resume: {run} is not a training run (no config.yaml)")
@@ -189,6 +213,27 @@ def run_fit(args) -> int:
         last = "stopped at" if args.stop_after is not None and args.stop_after < steps else "finished at"
         print(f"vfm-train fit: {last} step {args.stop_after or steps}; run in {plan.run}", file=sys.stderr)
     return status
+
+
+def _init_source(args):
+    """--init-from, or on --resume the source the run recorded (the user need not repeat it)."""
+    import json
+
+    from diffusion.init_from import InitSource, resolve
+
+    recorded = None
+    run_json = Path(args.out) / "run.json"
+    if args.resume and run_json.is_file():
+        try:
+            recorded = json.loads(run_json.read_text()).get("init_from")
+        except (OSError, ValueError, AttributeError):
+            raise UserError(f"--resume: {run_json} is not readable") from None
+    if args.init_from is None:
+        return InitSource(**recorded) if recorded else None
+    src = resolve(args.init_from)
+    if recorded and recorded.get("path") != src.path:
+        raise UserError(f"--resume: the run started from {recorded.get('path')}, not {src.path}")
+    return src
 
 
 class _no_lock:

@@ -35,17 +35,45 @@ def export_run(run: Path, out: Path, prefer_ema: bool = True, warn=None) -> Path
     if out.exists():
         raise UserError(f"--out {out} already exists")
     cfg = load_config(str(run / "config.yaml"))
-    model = VideoDiT(cfg.model)
-    load_weights(found[1], model, prefer_ema=prefer_ema)
+    if cfg.model.prediction != "velocity":
+        # diffusers' Wan pipelines read the output as a velocity; an x0-predicting model would sample noise
+        raise UserError(f"--run {run}: the model predicts clean samples (model.prediction={cfg.model.prediction}); "
+                        "diffusers' Wan format holds velocity models only")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.train.lora.enabled:
+        writer = _lora_writer(found[1], cfg, prefer_ema)
+    else:
+        model = VideoDiT(cfg.model)
+        load_weights(found[1], model, prefer_ema=prefer_ema)
+
+        def writer(folder: Path) -> None:
+            _write(model, cfg, run, folder)
     try:
-        _write(model, cfg, run, tmp)
+        writer(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk or an interrupt leaves nothing behind
         raise
     os.replace(tmp, out)
     return out
+
+
+def _lora_writer(ckpt: Path, cfg, prefer_ema: bool):
+    """A LoRA run exports its adapters only: DIR/pytorch_lora_weights.safetensors, which diffusers' Wan
+    pipelines load with `load_lora_weights` (the base is whatever the run started from)."""
+    from diffusion.checkpoint import load_checkpoint_tensors
+    from diffusion.lora import is_adapter, normalize_names, save_diffusers_lora
+
+    adapters, _ = load_checkpoint_tensors(ckpt, is_adapter, prefer_ema=prefer_ema)
+    if not adapters:
+        raise UserError(f"{ckpt}: holds no LoRA adapters")
+    lora = cfg.train.lora
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        save_diffusers_lora({k: v.float() for k, v in normalize_names(adapters).items()}, lora.rank, lora.scale,
+                            folder, lora.targets)
+    return write
 
 
 def _write(model, cfg, run: Path, tmp: Path) -> None:

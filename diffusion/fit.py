@@ -47,6 +47,7 @@ class FitPlan:
     dp: int
     cp: int
     resume_from: list[str] | None = None  # complete checkpoints, newest first (set by prepare_run)
+    init_from: dict | None = None  # fields of diffusion.init_from.InitSource: where the weights start
 
 
 # ---------------------------------------------------------------- run folder (parent process)
@@ -101,7 +102,11 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
                 target.unlink()
     run.mkdir(parents=True, exist_ok=True)
     cached = [Path(p) / TEXT_ENCODER_DIR for p, _ in plan.sources if (Path(p) / TEXT_ENCODER_DIR).is_dir()]
-    if cfg.text.path is None and cached:
+    from diffusion.init_from import InitSource, copy_text_encoder
+
+    if plan.init_from is not None and copy_text_encoder(InitSource(**plan.init_from), run):
+        pass  # the pretrained model's own text encoder
+    elif cfg.text.path is None and cached:
         # latents made by `vfm-train precompute` with the tiny encoder: train and generate with that one
         import shutil
 
@@ -114,7 +119,8 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
                                  max_length=cfg.text.max_length, seed=cfg.train.seed)
     save_config(cfg, run / "config.yaml")
     atomic_write_text(run / "run.json", json.dumps(
-        {"data": [[p, w] for p, w in plan.sources], "dp": plan.dp, "cp": plan.cp}, indent=1))
+        {"data": [[p, w] for p, w in plan.sources], "dp": plan.dp, "cp": plan.cp, "init_from": plan.init_from},
+        indent=1))
 
 
 _OWN_FILES = (".lock", "config.yaml", "config.yaml.tmp", "run.json", "run.json.tmp", TEXT_ENCODER_DIR,
@@ -174,8 +180,8 @@ class Conditioner:
         from diffusion.vae import VideoVAE
 
         self.device = device
-        self.text_encoder = TextEncoder.from_pretrained(text_encoder_dir, cfg.text)
-        self.vae = VideoVAE(cfg.vae)
+        self.text_encoder = TextEncoder.from_pretrained(text_encoder_dir, cfg.text).to(device)
+        self.vae = VideoVAE(cfg.vae).to(device)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,6 +190,7 @@ class Conditioner:
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, C, H, W) uint8, or float already in [-1, 1] -> normalised latents (B, c, f, h, w)."""
+        video = video.to(self.device, non_blocking=True)
         x = video.float() / 127.5 - 1.0 if video.dtype == torch.uint8 else video.float()
         return self.vae.encode(x.permute(0, 2, 1, 3, 4).contiguous())
 
@@ -239,13 +246,22 @@ def _next_usable(stream) -> tuple[int, dict, int]:
         skipped += 1
 
 
-def _restore(trainer: Trainer, candidates: list[str], is_main: bool) -> dict:
+def _saved_tensors(cfg: ExperimentConfig):
+    """Which model tensors a checkpoint of this run holds: all, or the LoRA adapters only."""
+    if cfg.train.lora.enabled:
+        from diffusion.lora import is_adapter
+
+        return is_adapter
+    return None
+
+
+def _restore(trainer: Trainer, candidates: list[str], is_main: bool, only=None) -> dict:
     """Load the newest checkpoint that loads on every rank; a damaged one is passed over with a warning."""
     last_error = "no checkpoint"
     for k, path in enumerate(candidates):
         try:
             meta = load_checkpoint(Path(path), model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
-                                   scheduler=trainer.scheduler)
+                                   scheduler=trainer.scheduler, only=only)
             ok = 1
         except Exception as exc:  # damaged tensors found only while loading (DCP raises on every rank)
             meta, ok, last_error = {}, 0, " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -260,22 +276,48 @@ def _restore(trainer: Trainer, candidates: list[str], is_main: bool) -> dict:
     raise UserError(f"--resume: no checkpoint of the run could be loaded (last: {last_error})")
 
 
+def build_model(cfg: ExperimentConfig, par, device: torch.device, plan: FitPlan) -> torch.nn.Module:
+    """The DiT of this run, sharded from the start (meta device, the model's plan, each rank's own
+    shards): seeded, or from --init-from (a pretrained folder read by slices, or a checkpoint of ours
+    read by DCP). A resumed run's weights come from its checkpoint afterwards."""
+    from diffusion.dit.build import build_dit
+    from diffusion.dit.weights import DiffusersWeights
+    from diffusion.trainer import DTYPES, parallelize_for_training
+
+    src = plan.init_from
+    weights = None
+    lora = cfg.train.lora
+    if src is not None and src["kind"] != "checkpoint" and (not plan.resume or lora.enabled):
+        weights = DiffusersWeights(src["weights"], cfg.model.num_layers, cfg.model.cross_attn_norm)
+    parallelize = None
+    if par.mesh is not None or par.cp is not None:
+        def parallelize(m):
+            return parallelize_for_training(m, cfg.train, par, device)
+    model = build_dit(cfg.model, device=device, dtype=DTYPES[cfg.train.dtype], seed=cfg.train.seed,
+                      parallelize=parallelize, lora=lora, weights=weights)
+    if src is not None and src["kind"] == "checkpoint" and (not plan.resume or lora.enabled):
+        from diffusion.checkpoint import load_sharded_weights
+        from diffusion.lora import base_name
+
+        load_sharded_weights(Path(src["weights"]), model, prefer_ema=True, rename=base_name)
+    return model
+
+
 def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> None:
     from dataload.loader import build_loader
-    from diffusion.dit import VideoDiT
 
     cfg: ExperimentConfig = from_dict(ExperimentConfig, cfg_dict)
     run = Path(plan.run)
-    device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    from parallel.device import rank_device
+
+    device = rank_device().device
     par = build_parallel_state(plan.dp, plan.cp, cfg.train.cp_mode)
     is_main = rank == 0
 
     conditioner = Conditioner(cfg, text_encoder_path(run, cfg), device)
     null_text = conditioner.encode_text([""])
-    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    model = VideoDiT(cfg.model)
+    torch.manual_seed(cfg.train.seed)  # any global-RNG draw (LoRA dropout) starts alike on every rank
+    model = build_model(cfg, par, device, plan)
     trainer = Trainer(model, cfg.train, cfg.flow, total_steps=plan.steps, par=par, null_text=null_text, device=device)
 
     loader = build_loader(plan.sources, cfg.data, rank=par.dp_rank, world_size=par.dp_size)
@@ -296,7 +338,7 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
     metrics_path = run / "metrics.jsonl"
     state = {"nonfinite_steps": 0, "skipped_batches": 0}
     if plan.resume:
-        meta = _restore(trainer, plan.resume_from or [], is_main)
+        meta = _restore(trainer, plan.resume_from or [], is_main, _saved_tensors(cfg))
         start = int(meta["step"])
         state.update({k: int(v) for k, v in (meta.get("extra") or {}).items() if k in state})
         if meta.get("loader") is not None:
@@ -309,6 +351,9 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
     if dist.is_initialized():
         dist.barrier()
 
+    from diffusion.monitor import TrainMonitor
+
+    monitor = TrainMonitor(run, enabled=is_main and cfg.train.tensorboard, start_step=start)  # RUN/tb/
     progress = _progress(is_main, start, plan.steps)
     end = plan.steps if plan.stop_after is None else min(plan.steps, plan.stop_after)
     stream = _batches(loader)
@@ -316,11 +361,13 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
     with open(metrics_path, "a") if is_main else _null() as log:
         for step in range(start, end):
             t_data = time.perf_counter()
-            epoch, batch, skipped = _next_usable(stream)
-            state["skipped_batches"] += skipped
-            latent_batch = conditioner(batch)
+            micro = []
+            for _ in range(cfg.train.grad_accum):  # one optimizer step over grad_accum loader batches
+                epoch, batch, skipped = _next_usable(stream)
+                state["skipped_batches"] += skipped
+                micro.append(conditioner(batch))
             t_data = time.perf_counter() - t_data
-            metrics = trainer.train_step(step, latent_batch)
+            metrics = trainer.train_step(step, micro if len(micro) > 1 else micro[0])
             metrics["data_time_s"] = t_data
             done = step + 1
             if metrics["skipped"]:
@@ -338,24 +385,28 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
                 metrics["epoch"] = epoch
                 log.write(json.dumps(metrics) + "\n")
                 log.flush()
+                monitor.scalars(metrics)
             if val_batches and done % cfg.train.val_every == 0:
                 val = trainer.eval_loss(val_batches)
                 if is_main:
                     log.write(json.dumps({"step": done, "val_loss": val, "val_held_back": held_back}) + "\n")
                     log.flush()
+                    monitor.scalars({"step": done, "val_loss": val})
             if cfg.train.sample_every > 0 and done % cfg.train.sample_every == 0:
-                _write_samples(trainer, conditioner, cfg, run, done, is_main)
+                _write_samples(trainer, conditioner, cfg, run, done, is_main, monitor)
             if done % cfg.train.checkpoint_every == 0 or done == end:
                 if not trainer.weights_finite():
                     raise UserError(f"training stopped at step {done}: the weights are no longer finite; "
                                     "no checkpoint was written for this step; lower train.optim.lr")
                 save_checkpoint(run, done, model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
-                                scheduler=trainer.scheduler, loader_state=loader.state_dict(), extra=dict(state))
+                                scheduler=trainer.scheduler, loader_state=loader.state_dict(), extra=dict(state),
+                                only=_saved_tensors(cfg))
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}")
     if progress is not None:
         progress.close()
+    monitor.close()
 
 
 class _null:
@@ -375,7 +426,7 @@ def _progress(is_main: bool, start: int, total: int):
 
 
 def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentConfig, run: Path, step: int,
-                   is_main: bool) -> None:
+                   is_main: bool, monitor=None) -> None:
     """Sample the training prompts with the EMA weights (every rank takes part: FSDP and CP are collective)."""
     from diffusion.generate import sample_latents, write_video
 
@@ -396,6 +447,10 @@ def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentCo
                 out = run / "samples" / f"step-{step:07d}-{k}.mp4"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 write_video(video[0], out, fps=_fps(cfg))
+                if monitor is not None:
+                    from diffusion.generate import to_uint8_frames
+
+                    monitor.frames(f"samples/{k}", to_uint8_frames(video[0]), step)
     finally:
         model.train()
         reshard(model)

@@ -8,7 +8,6 @@ decodes and writes the video.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -107,7 +106,11 @@ def source_config(path: Path) -> ExperimentConfig:
         return load_config(str(run / "config.yaml"))
     if (path / EXPORT_EXTRA / "config.yaml").is_file():
         return load_config(str(path / EXPORT_EXTRA / "config.yaml"))
-    if (path / "model_index.json").is_file() or (path / "config.json").is_file():
+    if (path / "model_index.json").is_file():
+        from diffusion.init_from import pipeline_config
+
+        return pipeline_config(path, load_config("wan-1.3b"), f"--checkpoint {path}")
+    if (path / "config.json").is_file():
         from diffusion.dit.convert import config_from_diffusers, read_diffusers_config
 
         cfg = load_config("wan-1.3b")
@@ -124,10 +127,69 @@ def _load_dcp(ckpt: Path, run: Path, prefer_ema: bool) -> Loaded:
     from diffusion.dit import VideoDiT
 
     cfg = load_config(str(run / "config.yaml"))
-    model = VideoDiT(cfg.model)
-    source = load_weights(ckpt, model, prefer_ema=prefer_ema)
+    if cfg.train.lora.enabled:
+        model = base_model(run, cfg)
+        source = _merge_checkpoint_adapters(model, ckpt, cfg.train.lora.scale, prefer_ema)
+    else:
+        model = VideoDiT(cfg.model)
+        source = load_weights(ckpt, model, prefer_ema=prefer_ema)
     te, vae = _components(cfg, _text_encoder_dir(run, cfg))
     return Loaded(cfg, model.eval(), te, vae, f"{ckpt.name} ({source} weights)")
+
+
+def base_model(run: Path, cfg: ExperimentConfig):
+    """The frozen base of a LoRA run: what it started from (RUN/run.json's init_from), or its seeded
+    initialisation when it started from scratch."""
+    from diffusion.dit import VideoDiT
+    from diffusion.dit.weights import SeededInit, fill
+
+    try:
+        init = json.loads((Path(run) / "run.json").read_text()).get("init_from")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"{run}: run.json is missing or unreadable") from None
+    if init is None:
+        model = VideoDiT(cfg.model)
+        fill(model, SeededInit(model, cfg.train.seed))
+        return model
+    if init["kind"] == "checkpoint":
+        model = VideoDiT(cfg.model)
+        load_weights(Path(init["weights"]), model, prefer_ema=True)
+        return model
+    return _from_diffusers(Path(init["weights"]))
+
+
+def _merge_checkpoint_adapters(model, ckpt: Path, scale: float, prefer_ema: bool = True) -> str:
+    from diffusion.checkpoint import load_checkpoint_tensors
+    from diffusion.lora import is_adapter, merge_into, normalize_names
+
+    adapters, source = load_checkpoint_tensors(ckpt, is_adapter, prefer_ema=prefer_ema)
+    if not adapters:
+        raise UserError(f"{ckpt}: holds no LoRA adapters")
+    merge_into(model, normalize_names(adapters), scale)
+    return f"{source} LoRA"
+
+
+def apply_lora(model, path: str | Path, scale: float = 1.0) -> str:
+    """Merge LoRA adapters into `model`: a diffusers-format file (or a folder holding
+    pytorch_lora_weights.safetensors) or a LoRA run of ours (or one of its checkpoints)."""
+    from diffusion.lora import merge_into, read_lora_file
+
+    p = Path(path)
+    if p.is_dir() and ((p / ".metadata").exists() or (p / "checkpoints").is_dir()):
+        ckpt = p if (p / ".metadata").exists() else run_checkpoint(p)
+        run = ckpt.parent.parent
+        cfg = load_config(str(run / "config.yaml"))
+        if not cfg.train.lora.enabled:
+            raise UserError(f"--lora {path}: not a LoRA run (train.lora.rank is 0)")
+        return _merge_checkpoint_adapters(model, ckpt, scale * cfg.train.lora.scale)
+    try:
+        adapters, file_scale = read_lora_file(p)
+        changed = merge_into(model, adapters, scale * file_scale)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--lora {path}: {' '.join(str(exc).split())}") from None
+    if not changed:
+        raise UserError(f"--lora {path}: no adapter matches this model")
+    return f"LoRA {p.name} x{scale:g}"
 
 
 def load_checkpoint_dir(path: Path) -> Loaded:
@@ -142,11 +204,10 @@ def load_checkpoint_dir(path: Path) -> Loaded:
         return _load_dcp(path, run, True)
     if (path / "model_index.json").is_file():
         # a diffusers WanPipeline folder: transformer/, text_encoder/ + tokenizer/, vae/
-        cfg = load_config("wan-1.3b")
-        cfg.text = replace(cfg.text, path=str(path))
-        cfg.vae = replace(cfg.vae, path=str(path))
+        from diffusion.init_from import pipeline_config
+
+        cfg = pipeline_config(path, load_config("wan-1.3b"), f"--checkpoint {path}")
         model = _from_diffusers(path)
-        cfg.model = model.config
         te, vae = _components(cfg, str(path))
         return Loaded(cfg, model.eval(), te, vae, "diffusers pipeline")
     if (path / "config.json").is_file():
@@ -172,7 +233,8 @@ def default_video_size(cfg: ExperimentConfig) -> tuple[int, int, int]:
 def sample_latents(model, text_encoder, vae, cfg: ExperimentConfig, *, prompt: str, negative_prompt: str = "",
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
-                   seed: int | None = None, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   seed: int | None = None, device=None, dtype: torch.dtype = torch.float32,
+                   progress=None) -> torch.Tensor:
     """Seeded latents (1, C, F, H, W) for one prompt; every rank of a CP group must call it alike."""
     from diffusion.sampling import sample
 
@@ -191,7 +253,8 @@ def sample_latents(model, text_encoder, vae, cfg: ExperimentConfig, *, prompt: s
     def model_fn(x, t, txt, m):
         return model(x.to(dtype), t, txt, m)
 
-    return sample(model_fn, shape, text, mask, neg, neg_mask, config=scfg, model_dtype=dtype)
+    return sample(model_fn, shape, text, mask, neg, neg_mask, config=scfg, model_dtype=dtype,
+                  progress=progress if progress is not None else False)
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
@@ -201,40 +264,13 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def write_video(video: torch.Tensor | np.ndarray, path: Path, fps: float = 8.0) -> Path:
-    """H.264 yuv420p mp4 through PyAV, atomically; odd sizes are padded to even by edge repeat."""
+    """H.264 yuv420p mp4 (the project's writer, dataload.h264), near-lossless, atomically."""
+    from dataload.h264 import encode_frames
+
     frames = video if isinstance(video, np.ndarray) else to_uint8_frames(video)
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        _encode(frames, tmp, fps)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or an interrupt leaves nothing behind
-        raise
-    os.replace(tmp, path)
-    return path
-
-
-def _encode(frames: np.ndarray, tmp: Path, fps: float) -> None:
-    from fractions import Fraction
-
-    import av
-
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        # near-lossless and single-threaded: the same frames give the same bytes
-        stream.options = {"crf": "4", "preset": "medium", "threads": "1"}
-        stream.codec_context.thread_count = 1
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    return encode_frames(frames, path, fps=fps, crf=4)
 
 
 def read_video(path: Path) -> np.ndarray:
@@ -261,26 +297,44 @@ class GeneratePlan:
     seed: int | None
     fps: float | None
     cp: int
+    lora: str | None = None
+    lora_scale: float = 1.0
 
 
 def generate_rank(rank: int, world_size: int, *, plan: GeneratePlan) -> None:
     import torch.distributed as dist
 
+    from parallel.device import rank_device
+
+    device = rank_device().device
     loaded = load_run(Path(plan.run)) if plan.run else load_checkpoint_dir(Path(plan.checkpoint))
-    model = loaded.model
+    if plan.lora:
+        loaded.weights += " + " + apply_lora(loaded.model, plan.lora, plan.lora_scale)
+    model = loaded.model.to(device)
+    loaded.text_encoder.to(device)
+    loaded.vae.to(device)
     if plan.cp > 1:
         from parallel.layout import ParallelLayout
 
         layout = ParallelLayout(name="generate", cp=plan.cp).build(backend=dist.get_backend())
         model.set_context_parallel(layout.context_parallel("ulysses" if loaded.cfg.model.num_heads % plan.cp == 0
                                                            else "ring"))
+    from diffusion.monitor import progress_bar
+
+    # denoising steps, then decode and write (rank 0's bar; quiet when stderr is not a terminal)
+    bar = progress_bar((plan.steps or loaded.cfg.sampler.steps) + 2, "generate", enabled=rank == 0)
     latents = sample_latents(model, loaded.text_encoder, loaded.vae, loaded.cfg, prompt=plan.prompt,
                              negative_prompt=plan.negative_prompt, frames=plan.frames, height=plan.height,
                              width=plan.width, steps=plan.steps, guidance=plan.guidance, sampler=plan.sampler,
-                             seed=plan.seed)
+                             seed=plan.seed, device=device, progress=bar)
     if rank == 0:
+        bar.set_postfix_str("decode")
         video = loaded.vae.decode(latents)
+        bar.update(1)
+        bar.set_postfix_str("write")
         fps = plan.fps or float(loaded.cfg.data.fps or 16.0)
         write_video(video[0], Path(plan.out), fps=fps)
+        bar.update(1)
         info = {"out": plan.out, "weights": loaded.weights, "latent_shape": list(latents.shape)}
         atomic_write_text(Path(plan.out).with_suffix(".json"), json.dumps(info))
+    bar.close()

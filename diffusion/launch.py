@@ -43,7 +43,9 @@ def quiet_progress_unless_tty() -> None:
 
 
 def backend_for_device() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    from parallel.device import backend
+
+    return backend()
 
 
 def under_torchrun() -> bool:

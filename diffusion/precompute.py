@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from diffusion.config import ExperimentConfig
-from diffusion.launch import UserError
+from diffusion.errors import UserError
 
 
 def precompute(cfg: ExperimentConfig, sources: list[tuple[str, float]], out: Path,
@@ -44,14 +44,18 @@ def precompute(cfg: ExperimentConfig, sources: list[tuple[str, float]], out: Pat
                                      max_length=cfg.text.max_length, seed=cfg.train.seed)
             tmp.rename(local)
         te = TextEncoder.from_pretrained(str(local), replace(cfg.text, path=None))
-    vae = VideoVAE(cfg.vae)
+    from parallel.device import rank_device
+
+    device = rank_device().device
+    te.to(device)
+    vae = VideoVAE(cfg.vae).to(device)
 
     @torch.no_grad()
     def encode(video: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
         # the loader gives (B, T, C, H, W) float in [-1, 1]; the VAE takes (B, C, T, H, W)
-        latents = vae.encode(video.float().permute(0, 2, 1, 3, 4).contiguous())
+        latents = vae.encode(video.to(device).float().permute(0, 2, 1, 3, 4).contiguous())
         text, mask = te.encode([c or "" for c in captions])
-        return {"latents": latents, "text": text, "text_mask": mask}
+        return {"latents": latents.cpu(), "text": text.cpu(), "text_mask": mask.cpu()}
 
     loader_cfg = replace(cfg.data, dtype="float32", start="center")
     try:

@@ -131,6 +131,8 @@ def unwrap(exc: BaseException, folder: str | os.PathLike) -> Exception:
     failures = getattr(exc, "failures", None)
     if isinstance(failures, dict) and failures:
         inner = failures[min(failures)][0]
+        if isinstance(inner, KeyboardInterrupt):
+            raise KeyboardInterrupt  # Ctrl-C while saving or loading: the interrupt itself
         if isinstance(inner, OSError):
             return inner
         if isinstance(inner, CheckpointError):

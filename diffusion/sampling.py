@@ -79,11 +79,12 @@ def sample(model_fn: ModelFn, shape, text: torch.Tensor, text_mask: torch.Tensor
            neg_text: torch.Tensor | None = None, neg_mask: torch.Tensor | None = None,
            config: SamplerConfig | None = None, generator: torch.Generator | None = None,
            latents: torch.Tensor | None = None, model_dtype: torch.dtype | None = None,
-           progress: bool = False) -> torch.Tensor:
+           progress=False) -> torch.Tensor:
     """Denoise from seeded noise of `shape` (B, C, F, H, W); returns float32 latents.
 
     model_fn(x, t, text, mask) -> velocity. Guidance > 1 needs neg_text (the negative prompt, or the
-    empty prompt's embedding); guidance == 1 runs the conditional model only.
+    empty prompt's embedding); guidance == 1 runs the conditional model only. progress: True for a bar
+    of its own (quiet when not a terminal), or a tqdm-like object to update once per step.
     """
     config = config or SamplerConfig()
     device = text.device
@@ -111,7 +112,8 @@ def sample(model_fn: ModelFn, shape, text: torch.Tensor, text_mask: torch.Tensor
             nm if nm is not None else torch.ones(nt.shape[:2], dtype=torch.bool, device=device)])
 
     steps = scheduler.timesteps
-    if progress:
+    bar = progress if hasattr(progress, "update") else None  # a caller's bar: one update per step
+    if progress is True:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="sampling", leave=False, disable=None)  # None: quiet when not a terminal
@@ -126,4 +128,6 @@ def sample(model_fn: ModelFn, shape, text: torch.Tensor, text_mask: torch.Tensor
             if guided:
                 v = cfg_combine(v, model_fn(xin, tt, neg_text, neg_mask).float(), config.guidance)
         x = scheduler.step(v, t, x, return_dict=False)[0]
+        if bar is not None:
+            bar.update(1)
     return x

@@ -37,9 +37,21 @@ class TextEncoderConfig:
 
 
 
+def quiet_unless_tty() -> None:
+    """transformers' own progress bars (loading, saving) only on a terminal, like every bar of ours."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 class TextEncoder:
     def __init__(self, config: TextEncoderConfig, model=None, tokenizer=None):
         from transformers import AutoTokenizer, T5EncoderModel, UMT5EncoderModel
+
+        quiet_unless_tty()
 
         if config.path is None and (model is None or tokenizer is None):
             raise ValueError("text encoder needs a path (local folder or hub id)")
@@ -115,6 +127,8 @@ def create_tiny_text_encoder(directory: str, dim: int = 64, max_length: int = 64
                              num_heads: int = 4, seed: int = 0) -> str:
     """Save a tiny random T5 encoder + ByT5 tokenizer to `directory`; returns the directory."""
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    quiet_unless_tty()
 
     tokenizer = ByT5Tokenizer()
     cfg = T5Config(vocab_size=len(tokenizer), d_model=dim, d_kv=dim // num_heads, d_ff=2 * dim,

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffusion.ema import EMA
+from diffusion.lora import LoRAConfig
 from diffusion.objective import FlowMatching, FlowMatchingConfig
 from diffusion.optim import OptimConfig, build_optimizer, build_scheduler, clip_grads
 
@@ -44,12 +45,17 @@ class TrainConfig:
     sample_frames: int = 0             # 0: the training clip length
     activation_checkpointing: bool = False
     dtype: str = "float32"             # parameter dtype: float32 | float64 (parity tests) | bfloat16
-    autocast_bf16: bool = True         # bf16 autocast of the forward pass, on CUDA only
+    autocast_bf16: bool = True         # bf16 compute on CUDA: FSDP2's policy when sharded, else autocast
     cp_mode: str = "ulysses"           # ulysses | ring | usp
     max_nonfinite_steps: int = 5       # this many non-finite steps in a row stop the run (exit 2)
+    tensorboard: bool = True           # RUN/tb/ event files beside metrics.jsonl (diffusion.monitor)
+    grad_accum: int = 1                # loader batches per optimizer step (one normaliser over all of them)
+    cpu_offload: bool = False          # FSDP2 keeps parameters, gradients and optimizer state on the CPU
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0: train adapters only
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "steps", "log_every", "checkpoint_every", "val_batches", "max_nonfinite_steps")
+        _at_least(self, 1, "steps", "log_every", "checkpoint_every", "val_batches", "max_nonfinite_steps",
+                  "grad_accum")
         _at_least(self, 0, "val_every", "sample_every", "sample_frames")  # 0 disables
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 disables EMA), got {self.ema_decay}")
@@ -108,29 +114,39 @@ def build_parallel_state(dp: int, cp: int, cp_mode: str = "ulysses") -> Parallel
     # usp: Ulysses over pairs of consecutive ranks inside, ring across the pairs
     ulysses = 2 if cp_mode == "usp" else None
     layout = ParallelLayout(name="dit", dp=dp, cp=cp, cp_ulysses=ulysses).build(backend=dist.get_backend())
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from parallel.device import rank_device
+
+    device = rank_device().device.type
     mesh = init_device_mesh(device, (world,), mesh_dim_names=("dp_cp",))
     return ParallelState(dp_rank=layout.rank_in("dp"), dp_size=dp, cp_size=cp,
                          cp=layout.context_parallel(cp_mode), dp_group=layout.group("dp"), mesh=mesh)
 
 
-def shard_model(model: nn.Module, par: ParallelState) -> nn.Module:
-    """FSDP2 over every dp x cp rank (CP ranks hold the same weights, so they shard them too)."""
-    if par.mesh is None:
-        return model
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+def mixed_precision(train: TrainConfig, device: torch.device):
+    """FSDP2's bf16 policy on CUDA (bf16 parameters and compute, float32 master weights and gradient
+    reductions); None elsewhere."""
+    if device.type != "cuda" or not train.autocast_bf16 or train.dtype != "float32":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    blocks = getattr(model, "blocks", [])
-    for block in blocks:
-        fully_shard(block, mesh=par.mesh)
-    fully_shard(model, mesh=par.mesh)
-    # sum, not mean: the loss is already scaled to its share of the global batch (set on every FSDP unit)
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.set_gradient_divide_factor(1.0)
-            # plain SUM collectives: gloo has no PREMUL_SUM, and a factor of 1 needs no scaling anyway
-            module.set_force_sum_reduction_for_comms(True)
-    return model
+    # inputs are not cast: the timestep, modulation and RoPE tables stay float32 inside the model
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
+
+
+def parallelize_for_training(model: nn.Module, train: TrainConfig, par: ParallelState,
+                             device: torch.device) -> nn.Module:
+    """The model's own plan (diffusion.dit.parallelize), with the trainer's memory settings."""
+    from diffusion.dit.parallelize import parallelize_dit
+
+    return parallelize_dit(model, par.mesh, par.cp, mp_policy=mixed_precision(train, device),
+                           activation_checkpointing=train.activation_checkpointing or None,
+                           cpu_offload=train.cpu_offload)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def reshard(model: nn.Module) -> None:
@@ -153,12 +169,11 @@ class Trainer:
         self.par = par or ParallelState()
         self.device = torch.device(device)
         self.dtype = DTYPES[self.tcfg.dtype]
-        model.to(self.device, self.dtype)
-        if self.tcfg.activation_checkpointing:
-            model.enable_activation_checkpointing(True)
-        if self.par.cp is not None:
-            model.set_context_parallel(self.par.cp)
-        self.model = shard_model(model, self.par)
+        if not is_sharded(model):  # an eagerly built model: place it and apply the plan here
+            model.to(self.device, self.dtype)
+            model = parallelize_for_training(model, train, self.par, self.device)
+        self.mixed_precision = mixed_precision(train, self.device) is not None and self.par.mesh is not None
+        self.model = model
         self.objective = FlowMatching(flow)
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad],
                                          self.tcfg.optim)
@@ -167,27 +182,31 @@ class Trainer:
         self.null_text = null_text
 
     # -- randomness -------------------------------------------------------------------------------
-    def draw(self, step: int, batch_size: int, stream: str = "train"):
-        """Per-sample generators for this rank's slice of the global batch (same on every CP rank)."""
-        first = self.par.dp_rank * batch_size
+    def draw(self, step: int, batch_size: int, stream: str = "train", offset: int = 0):
+        """Per-sample generators for this rank's slice of the global batch (same on every CP rank);
+        `offset` is the global index of this micro-batch's first sample (gradient accumulation)."""
+        first = offset + self.par.dp_rank * batch_size
         return [torch.Generator().manual_seed(sample_seed(self.tcfg.seed, step, first + i, stream))
                 for i in range(batch_size)]
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.tcfg.autocast_bf16 and self.dtype == torch.float32:
+        if (self.device.type == "cuda" and self.tcfg.autocast_bf16 and self.dtype == torch.float32
+                and not self.mixed_precision):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # -- loss -------------------------------------------------------------------------------------
-    def loss(self, step: int, batch: dict, stream: str = "train", dropout: bool = True) -> torch.Tensor:
-        """This rank's share of the global-batch loss: sum of its squared errors / global element count."""
+    def loss(self, step: int, batch: dict, stream: str = "train", dropout: bool = True, *, offset: int = 0,
+             normalizer: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's share of the global-batch loss: sum of its squared errors / global element count
+        (`normalizer`, when the global batch spans several micro-batches)."""
         x0 = batch["latents"].to(self.device, self.dtype)
         text = batch["text"].to(self.device, self.dtype)
         text_mask = batch["text_mask"].to(self.device)
         b = x0.shape[0]
         obj = self.objective
         ts, noise, texts, masks = [], [], [], []
-        for i, g in enumerate(self.draw(step, b, stream)):
+        for i, g in enumerate(self.draw(step, b, stream, offset)):
             ts.append(obj.sample_timesteps(1, generator=g))
             noise.append(obj.sample_noise(x0[i:i + 1], generator=g))
             ti, mi = text[i:i + 1], text_mask[i:i + 1]
@@ -203,8 +222,20 @@ class Trainer:
         mask = batch.get("pad_mask")
         if mask is not None:
             mask = mask.to(self.device)
-        normalizer = obj.global_normalizer(pred, mask, self.par.dp_group)
+        if normalizer is None:
+            normalizer = obj.global_normalizer(pred, mask, self.par.dp_group)
         return obj.loss(pred.to(target.dtype), target, mask, normalizer=normalizer)
+
+    def _normalizer(self, batches: list[dict]) -> torch.Tensor:
+        """Loss elements of the whole global batch: every micro-batch of every data-parallel rank."""
+        count = torch.zeros((), dtype=torch.float64)
+        for batch in batches:
+            mask = batch.get("pad_mask")
+            count += self.objective.element_count(batch["latents"], mask)
+        count = count.to(self.device)
+        if self.par.dp_group is not None and dist.is_initialized() and dist.get_world_size(self.par.dp_group) > 1:
+            dist.all_reduce(count, group=self.par.dp_group)
+        return count.to(torch.float64 if self.dtype == torch.float64 else torch.float32)
 
     def _global_loss(self, local_share: torch.Tensor) -> float:
         """The global-batch loss: sum of dp shares (each CP rank of a group holds the same value)."""
@@ -215,17 +246,28 @@ class Trainer:
         return float(value)
 
     # -- step -------------------------------------------------------------------------------------
-    def train_step(self, step: int, batch: dict) -> dict:
-        """One optimizer update at 0-based `step`; grads stay on the params until the next call.
+    def train_step(self, step: int, batch: dict | list[dict]) -> dict:
+        """One optimizer update at 0-based `step` over one batch or a list of micro-batches (gradient
+        accumulation: one normaliser over all of them, gradients reduced once after the last);
+        grads stay on the params until the next call.
 
         When the global loss or gradient norm is not finite the update is skipped (no weight, optimizer
         moment or EMA changes; `skipped` is True). Both numbers are reduced over every rank, so all ranks
         decide alike. The LR schedule still advances: it follows the step number."""
         t0 = time.perf_counter()
+        batches = batch if isinstance(batch, list) else [batch]
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        share = self.loss(step, batch)
-        share.backward()
+        normalizer = self._normalizer(batches) if len(batches) > 1 else None
+        share = torch.zeros((), dtype=torch.float64, device=self.device)
+        offset = 0
+        for m, micro in enumerate(batches):
+            if is_sharded(self.model):
+                self.model.set_requires_gradient_sync(m == len(batches) - 1)
+            part = self.loss(step, micro, offset=offset, normalizer=normalizer)
+            part.backward()
+            share += part.detach().double()
+            offset += micro["latents"].shape[0] * self.par.dp_size
         loss = self._global_loss(share)
         grad_norm = clip_grads(self.model.parameters(), self.tcfg.optim.grad_clip, self.par.grad_group)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -238,9 +280,12 @@ class Trainer:
                 self.ema.update(self.model)
         self.scheduler.step()
         dt = time.perf_counter() - t0
-        global_batch = batch["latents"].shape[0] * self.par.dp_size
+        global_batch = sum(b["latents"].shape[0] for b in batches) * self.par.dp_size
+        # DiT tokens of the global batch (latent positions over the patch volume)
+        patch = getattr(getattr(self.model, "config", None), "patch_volume", 1)
+        tokens = global_batch * math.prod(batches[0]["latents"].shape[2:]) // patch
         return {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm, "skipped": skipped,
-                "samples_per_s": global_batch / dt, "step_time_s": dt}
+                "samples_per_s": global_batch / dt, "tokens_per_s": tokens / dt, "step_time_s": dt}
 
     @torch.no_grad()
     def weights_finite(self) -> bool:

@@ -81,6 +81,12 @@ class VideoVAE:
             kwargs["subfolder"] = sub
         return AutoencoderKLWan.from_pretrained(config.path, **kwargs)
 
+    def to(self, device) -> "VideoVAE":
+        """Move the autoencoder (if any) to `device`; latents and videos follow their inputs."""
+        if self.model is not None:
+            self.model.to(device)
+        return self
+
     @classmethod
     def from_config(cls, config: VAEConfig) -> "VideoVAE":
         return cls(config)

@@ -25,6 +25,12 @@ class DiTConfig:
     # Wan was trained with zero-padded text and no key mask in cross-attention; True masks padded keys too.
     text_attention_mask: bool = False
     activation_checkpointing: bool = False
+    # What the network's output means. "velocity": noise - x0 (Wan; what the objective and samplers take).
+    # "sample": the clean latents x0, which forward turns into the velocity (x_t - x0) / max(sigma,
+    # sample_min_sigma). A pixel-space patch wider than `dim` cannot carry the noise a velocity holds
+    # through the model's width, the clean sample it can (x-prediction: Li & He, "Back to Basics", 2025).
+    prediction: str = "velocity"
+    sample_min_sigma: float = 0.05
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -42,6 +48,10 @@ class DiTConfig:
             raise ValueError(f"head_dim {self.head_dim} must be even and at least 6 for 3D RoPE")
         if not self.qk_norm:
             raise ValueError("qk_norm=False is not supported: Wan2.1 always RMS-normalises Q and K")
+        if self.prediction not in ("velocity", "sample"):
+            raise ValueError(f"prediction must be 'velocity' or 'sample', got {self.prediction!r}")
+        if not 0 < self.sample_min_sigma <= 1:
+            raise ValueError(f"sample_min_sigma must be in (0, 1], got {self.sample_min_sigma}")
 
     @property
     def head_dim(self) -> int:

@@ -102,6 +102,12 @@ class VideoDiT(nn.Module):
         self.text_embed = MLP2(c.text_dim, c.dim, c.dim, nn.GELU(approximate="tanh"))
         self.blocks = nn.ModuleList(DiTBlock(c) for _ in range(c.num_layers))
         self.head = Head(c.dim, c.out_channels * c.patch_volume, c.eps)
+        # start by predicting x0 = 0 (mid grey): a random head's output would be divided by sigma
+        # (diffusion.dit.weights reads these prefixes when it initialises a sharded model)
+        self.zero_init_prefixes = ("head.proj.",) if c.prediction == "sample" else ()
+        if c.prediction == "sample":
+            nn.init.zeros_(self.head.proj.weight)
+            nn.init.zeros_(self.head.proj.bias)
         self.activation_checkpointing = c.activation_checkpointing
         self._cp = None
 
@@ -128,7 +134,9 @@ class VideoDiT(nn.Module):
         grid = (f // pt, h // ph, w // pw)
         seq_len = math.prod(grid)
 
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2).contiguous()  # (B, S, D)
+        # inputs take the parameters' dtype (bf16 under FSDP2's mixed precision, which does not cast them)
+        param_dtype = self.patch_embed.weight.dtype
+        tokens = self.patch_embed(x.to(param_dtype)).flatten(2).transpose(1, 2).contiguous()  # (B, S, D)
         cos, sin = rope_cos_sin(rope_angles(grid, c.head_dim, c.rope_theta, c.rope_max_seq_len, x.device),
                                 tokens.dtype)
 
@@ -144,7 +152,7 @@ class VideoDiT(nn.Module):
         if text_mask is not None:
             # Wan's convention: padded text positions are zero vectors (they still pass the projection)
             text = text * text_mask[..., None].to(text.dtype)
-        ctx = self.text_embed(text)
+        ctx = self.text_embed(text.to(param_dtype))
         ctx_mask = text_mask.bool() if (text_mask is not None and c.text_attention_mask) else None
 
         cp = self._cp
@@ -167,7 +175,12 @@ class VideoDiT(nn.Module):
             # gradients over the group then gives the single-rank gradient
             out = gather_sequence(out, 1, cp.group, seq_len, grad="split")
         out = out.reshape(b, *grid, pt, ph, pw, c.out_channels)
-        return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c.out_channels, f, h, w)
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c.out_channels, f, h, w)
+        if c.prediction == "sample":
+            # x0-prediction, handed on as the velocity: v = (x_t - x0) / sigma, sigma = t / 1000
+            sigma = (timestep.to(out.dtype) / 1000.0).clamp_min(c.sample_min_sigma).view(b, 1, 1, 1, 1)
+            out = (x.to(out.dtype) - out) / sigma
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -13,8 +13,6 @@ parallelism over a CP group.
 
 from __future__ import annotations
 
-import torch
-
 from diffusion.dit.model import VideoDiT
 
 
@@ -23,14 +21,16 @@ def _as_mesh(mesh_or_group):
 
     if mesh_or_group is None or isinstance(mesh_or_group, DeviceMesh):
         return mesh_or_group
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from parallel.device import rank_device
+
+    device = rank_device().device.type
     return DeviceMesh.from_group(mesh_or_group, device_type=device)
 
 
 def parallelize_dit(model: VideoDiT, dp_mesh=None, cp=None, *, cp_mode: str = "ulysses",
                     reshard_after_forward: bool = True, mp_policy=None,
                     gradient_divide_factor: float | None = 1.0,
-                    activation_checkpointing: bool | None = None) -> VideoDiT:
+                    activation_checkpointing: bool | None = None, cpu_offload: bool = False) -> VideoDiT:
     """Apply the plan in place and return the model.
 
     dp_mesh: a 1-D DeviceMesh or ProcessGroup over the ranks that shard the weights (dp x cp), or a
@@ -38,6 +38,9 @@ def parallelize_dit(model: VideoDiT, dp_mesh=None, cp=None, *, cp_mode: str = "u
     its cp group in `cp_mode` shards the sequence), or None.
     cp: a `parallel.attention.ContextParallel` (or None). mp_policy: FSDP2 MixedPrecisionPolicy (bf16
     on GPU). gradient_divide_factor: 1.0 sums gradients (see module doc); None keeps FSDP's mean.
+    cpu_offload: FSDP2 keeps the sharded parameters, gradients and optimizer state in CPU memory.
+    The model may still be on the meta device: sharding comes first, `to_empty` and the weights after
+    (diffusion.dit.weights), so no rank ever holds the whole model.
     """
     from parallel.layout import BuiltLayout
 
@@ -57,6 +60,10 @@ def parallelize_dit(model: VideoDiT, dp_mesh=None, cp=None, *, cp_mode: str = "u
     kwargs = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
     if mp_policy is not None:
         kwargs["mp_policy"] = mp_policy
+    if cpu_offload:
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        kwargs["offload_policy"] = CPUOffloadPolicy()
     for block in model.blocks:
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
@@ -64,4 +71,7 @@ def parallelize_dit(model: VideoDiT, dp_mesh=None, cp=None, *, cp_mode: str = "u
         for module in model.modules():
             if isinstance(module, FSDPModule):
                 module.set_gradient_divide_factor(gradient_divide_factor)
+                if gradient_divide_factor == 1.0:
+                    # plain SUM collectives: gloo has no PREMUL_SUM, and a factor of 1 needs no scaling
+                    module.set_force_sum_reduction_for_comms(True)
     return model
