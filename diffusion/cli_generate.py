@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: the config's)")
     p.add_argument("--fps", type=float, default=None, help="frame rate of the mp4 (default: the training fps)")
     p.add_argument("--nproc", type=int, default=1, help="local ranks to spawn (default 1)")
-    p.add_argument("--cp", type=int, default=None, help="context-parallel degree (must equal --nproc)")
+    p.add_argument("--cp", type=int, default=None, help="context-parallel degree (default: --nproc / --tp)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1); --nproc = cp x tp")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     p.add_argument("--lora", default=None, metavar="PATH",
                    help="merge LoRA adapters: a diffusers-format pytorch_lora_weights.safetensors (or its "
@@ -51,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args) -> int:
     from diffusion.generate import GeneratePlan, generate_rank
 
-    cp = args.cp if args.cp is not None else args.nproc
-    if args.nproc < 1 or cp != args.nproc:
-        raise UserError(f"--nproc {args.nproc} must equal --cp {cp} (generation is context parallel only)")
+    if args.nproc < 1 or args.tp < 1 or (args.cp is not None and args.cp < 1):
+        raise UserError("--nproc, --cp and --tp must be positive")
+    cp = args.cp if args.cp is not None else max(1, args.nproc // args.tp)
+    if cp * args.tp != args.nproc:
+        raise UserError(f"--nproc {args.nproc} must equal --cp x --tp = {cp} x {args.tp}")
     from diffusion.cli_train import check_rank_count
 
     check_rank_count(args.nproc)
@@ -91,7 +94,7 @@ def _generate(args) -> int:
                         negative_prompt=args.negative_prompt, out=str(out.resolve()),
                         frames=args.frames, height=args.height, width=args.width, steps=args.steps,
                         guidance=args.guidance, sampler=args.sampler, seed=args.seed, fps=args.fps, cp=cp,
-                        lora=args.lora, lora_scale=args.lora_scale)
+                        tp=args.tp, lora=args.lora, lora_scale=args.lora_scale)
     launch(generate_rank, args.nproc, {"plan": plan}, verbose_errors=bool(os.environ.get("VFM_DEBUG")))
     print(f"vfm-generate: wrote {args.out}", file=sys.stderr)
     return 0

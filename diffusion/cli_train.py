@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="train a model into a RUN folder", description=(
         "Train into RUN. --steps is the total length of the run and of the LR schedule; --stop-after K "
         "checkpoints at step K and exits; --resume continues RUN from its last checkpoint to --steps. "
-        "Without --resume an existing RUN is refused. --nproc must equal --dp x --cp."))
+        "Without --resume an existing RUN is refused. --nproc must equal dp x cp x tp (+ encoder ranks); "
+        "the degrees live in the config's parallel section, the flags are shorthands."))
     _common(fit)
     fit.add_argument("--out", required=True, metavar="RUN", help="run folder (config, metrics, checkpoints)")
     fit.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: the config's)")
@@ -61,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="held-back data for the validation loss (default: fixed batches of the training data)")
     fit.add_argument("--nproc", type=int, default=None,
                      help="local ranks to spawn (gloo on CPU, NCCL on GPU); under torchrun its world size")
-    fit.add_argument("--dp", type=int, default=None, help="data-parallel degree (default: nproc / cp)")
-    fit.add_argument("--cp", type=int, default=1, help="context-parallel degree (default 1)")
+    fit.add_argument("--dp", type=int, default=None,
+                     help="data-parallel degree (parallel.dp; default: the ranks left after cp, tp, encoders)")
+    fit.add_argument("--cp", type=int, default=None, help="context-parallel degree (parallel.cp; default 1)")
+    fit.add_argument("--tp", type=int, default=None, help="tensor-parallel degree (parallel.tp; default 1)")
+    fit.add_argument("--encoder-ranks", type=int, default=None, metavar="N",
+                     help="ranks of their own for the text encoder and VAE (parallel.encoders=disjoint); "
+                          "--nproc counts them: dp x cp x tp + N")
     fit.add_argument("--init-from", default=None, metavar="PATH",
                      help="start from these weights: a diffusers Wan transformer or pipeline folder, a "
                           "`vfm-train export` folder, or a checkpoint (or RUN) of ours; the model config comes "
@@ -99,25 +105,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_layout(nproc: int | None, dp: int | None, cp: int) -> tuple[int, int, int]:
-    """(nproc, dp, cp) after defaults; nproc must equal dp x cp."""
-    if under_torchrun():
-        world = int(os.environ["WORLD_SIZE"])
-        if nproc is not None and nproc != world:
-            raise UserError(f"--nproc {nproc} differs from torchrun's WORLD_SIZE {world}")
-        nproc = world
-    if cp < 1 or (dp is not None and dp < 1) or (nproc is not None and nproc < 1):
-        raise UserError("--nproc, --dp and --cp must be positive")
-    if nproc is None:
-        nproc = (dp or 1) * cp
-    if dp is None:
-        if nproc % cp:
-            raise UserError(f"--nproc {nproc} is not divisible by --cp {cp}")
-        dp = nproc // cp
-    if dp * cp != nproc:
-        raise UserError(f"--nproc {nproc} must equal --dp x --cp = {dp} x {cp} = {dp * cp}")
+def resolve_layout(cfg, args):
+    """The config's `parallel` section with the flags applied (--dp/--cp/--tp/--encoder-ranks are
+    shorthands for parallel.*) and dp resolved for the number of ranks; (nproc, the resolved section)."""
+    from dataclasses import replace
+
+    from parallel.config import ParallelConfigError
+
+    par = cfg.parallel
+    try:
+        flags = {k: v for k, v in (("dp", args.dp), ("cp", args.cp), ("tp", args.tp),
+                                   ("encoder_ranks", args.encoder_ranks)) if v is not None}
+        for name, value in flags.items():
+            if value < (0 if name == "encoder_ranks" else 1):
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if flags.get("encoder_ranks") and par.encoders != "disjoint":
+            flags["encoders"] = "disjoint"  # --encoder-ranks N implies disjoint encoders
+        par = replace(par, **flags)
+        nproc = args.nproc
+        if under_torchrun():
+            world = int(os.environ["WORLD_SIZE"])
+            if nproc is not None and nproc != world:
+                raise UserError(f"--nproc {nproc} differs from torchrun's WORLD_SIZE {world}")
+            nproc = world
+        if nproc is not None and nproc < 1:
+            raise UserError("--nproc must be positive")
+        if nproc is None:
+            nproc = (par.dp or 1) * par.cp * par.tp + par.encoder_ranks
+        par = par.resolve(nproc)
+        par.check_model(cfg.model.num_heads, cfg.model.ffn_dim)
+    except ParallelConfigError as exc:
+        raise UserError(str(exc)) from None
     check_rank_count(nproc)
-    return nproc, dp, cp
+    return nproc, par
 
 
 def check_rank_count(nproc: int) -> None:
@@ -174,13 +194,13 @@ def run_fit(args) -> int:
     from diffusion.config import load_config, to_dict
     from diffusion.fit import FitPlan, fit_rank, prepare_run
 
-    nproc, dp, cp = resolve_layout(args.nproc, args.dp, args.cp)
     cfg = load_config(args.config, args.overrides)
     init = _init_source(args)
     if init is not None:
         from diffusion.init_from import apply
 
         cfg = apply(cfg, init)
+    nproc, cfg.parallel = resolve_layout(cfg, args)
     _check_data(args.data)
     steps = args.steps if args.steps is not None else cfg.train.steps
     if steps < 1:
@@ -191,7 +211,6 @@ def run_fit(args) -> int:
     if args.val_data:
         _check_data([(p, 1.0) for p in args.val_data])
         cfg.train.val_data = [str(Path(p).resolve()) for p in args.val_data]
-    _check_heads(cfg, cp)
     check_training_memory(cfg, nproc)
     run = Path(args.out).resolve()
     if run.exists() and not run.is_dir():
@@ -199,7 +218,7 @@ def run_fit(args) -> int:
     if not args.resume and run.is_dir() and any(run.iterdir()) and not (run / "config.yaml").exists():
         raise UserError(f"--out {args.out} already exists and holds no training run; choose another --out")
     plan = FitPlan(run=str(run), sources=[(p, w) for p, w in args.data], steps=steps,
-                   stop_after=args.stop_after, resume=args.resume, dp=dp, cp=cp,
+                   stop_after=args.stop_after, resume=args.resume,
                    init_from=None if init is None else dataclasses.asdict(init))
     rank0 = not under_torchrun() or int(os.environ.get("RANK", "0")) == 0
     if args.resume and not (run / "config.yaml").is_file():
@@ -242,12 +261,6 @@ class _no_lock:
 
     def __exit__(self, *exc):
         return False
-
-
-def _check_heads(cfg, cp: int) -> None:
-    if cp > 1 and cfg.train.cp_mode == "ulysses" and cfg.model.num_heads % cp:
-        raise UserError(f"ulysses context parallel needs num_heads ({cfg.model.num_heads}) divisible by "
-                        f"--cp {cp}; use --set train.cp_mode=ring")
 
 
 def run_precompute(args) -> int:

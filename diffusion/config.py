@@ -29,6 +29,7 @@ from diffusion.sampling import SamplerConfig
 from diffusion.text_encoder import TextEncoderConfig
 from diffusion.trainer import TrainConfig
 from diffusion.vae import VAEConfig
+from parallel.config import ParallelConfig
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,7 @@ class ExperimentConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     data: LoaderConfig = field(default_factory=LoaderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 # ---------------------------------------------------------------- generic dataclass <-> plain data
@@ -361,6 +363,10 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"text.dim {cfg.text.dim} differs from model.text_dim {m.text_dim}")
     for b in cfg.data.bucket_list():
         check_video_size(cfg, b.num_frames, b.height, b.width, "data bucket")
+    try:
+        cfg.parallel.check_model(m.num_heads, m.ffn_dim)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _deep_update(dst: dict, src: dict, where: str) -> None:

@@ -44,8 +44,6 @@ class FitPlan:
     steps: int
     stop_after: int | None
     resume: bool
-    dp: int
-    cp: int
     resume_from: list[str] | None = None  # complete checkpoints, newest first (set by prepare_run)
     init_from: dict | None = None  # fields of diffusion.init_from.InitSource: where the weights start
 
@@ -71,6 +69,8 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
         if isinstance(saved.get("train"), dict):
             saved["train"].pop("steps", None)
         mine["train"].pop("steps", None)
+        saved.pop("parallel", None)  # a run may resume on another layout (the loader re-splits its epoch)
+        mine.pop("parallel", None)
         if saved != mine:
             diff = _first_difference(saved, mine)
             raise UserError(f"--resume: the config differs from {saved_cfg} at {diff}")
@@ -119,7 +119,7 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
                                  max_length=cfg.text.max_length, seed=cfg.train.seed)
     save_config(cfg, run / "config.yaml")
     atomic_write_text(run / "run.json", json.dumps(
-        {"data": [[p, w] for p, w in plan.sources], "dp": plan.dp, "cp": plan.cp, "init_from": plan.init_from},
+        {"data": [[p, w] for p, w in plan.sources], "parallel": to_dict(cfg.parallel), "init_from": plan.init_from},
         indent=1))
 
 
@@ -311,7 +311,8 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
     from parallel.device import rank_device
 
     device = rank_device().device
-    par = build_parallel_state(plan.dp, plan.cp, cfg.train.cp_mode)
+    pc = cfg.parallel
+    par = build_parallel_state(pc.dp, pc.cp, pc.cp_mode, tp=pc.tp, cp_ulysses=pc.cp_ulysses, ranks=pc.backbone_ranks)
     is_main = rank == 0
 
     conditioner = Conditioner(cfg, text_encoder_path(run, cfg), device)

@@ -297,13 +297,12 @@ class GeneratePlan:
     seed: int | None
     fps: float | None
     cp: int
+    tp: int = 1
     lora: str | None = None
     lora_scale: float = 1.0
 
 
 def generate_rank(rank: int, world_size: int, *, plan: GeneratePlan) -> None:
-    import torch.distributed as dist
-
     from parallel.device import rank_device
 
     device = rank_device().device
@@ -313,12 +312,15 @@ def generate_rank(rank: int, world_size: int, *, plan: GeneratePlan) -> None:
     model = loaded.model.to(device)
     loaded.text_encoder.to(device)
     loaded.vae.to(device)
-    if plan.cp > 1:
-        from parallel.layout import ParallelLayout
+    if plan.cp * plan.tp > 1:
+        # the model's own plan: tensor parallel over tp, the sequence over cp (Ulysses when each TP
+        # rank's heads divide over cp, else ring)
+        from diffusion.dit.parallelize import parallelize_dit
+        from diffusion.trainer import build_parallel_state
 
-        layout = ParallelLayout(name="generate", cp=plan.cp).build(backend=dist.get_backend())
-        model.set_context_parallel(layout.context_parallel("ulysses" if loaded.cfg.model.num_heads % plan.cp == 0
-                                                           else "ring"))
+        heads = loaded.cfg.model.num_heads // plan.tp
+        par = build_parallel_state(1, plan.cp, "ulysses" if heads % plan.cp == 0 else "ring", tp=plan.tp)
+        parallelize_dit(model, None, par.cp, tp_mesh=par.tp_mesh)
     from diffusion.monitor import progress_bar
 
     # denoising steps, then decode and write (rank 0's bar; quiet when stderr is not a terminal)

@@ -1,11 +1,8 @@
 """LoRA adapters for VideoDiT: training through `peft`, export in the format diffusers' Wan pipelines load
 (`load_lora_weights`), and merging adapters of either format into a model for generation.
 
-VideoDiT fuses Q/K/V (self-attention) and K/V (cross-attention) into one projection each, where diffusers'
-WanTransformer3DModel has one module per projection. An adapter on a fused projection (A: r x d,
-B: 3d x r) is exactly three diffusers adapters that share A: to_q = (A, B[:d]), to_k = (A, B[d:2d]),
-to_v = (A, B[2d:]). Export splits that way; merging computes each part's B @ A and stacks the rows, so it
-accepts adapters trained by diffusers/peft (separate A per projection) as well as ours.
+Every adapted projection of VideoDiT is one module of diffusers' WanTransformer3DModel (LORA_TARGETS), so
+adapters keep their A and B and only change their names between the two.
 """
 
 from __future__ import annotations
@@ -19,15 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# our module inside each block -> the diffusers modules whose output rows it stacks, in order
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "self_attn.qkv": ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
-    "self_attn.out": ("attn1.to_out.0",),
-    "cross_attn.q": ("attn2.to_q",),
-    "cross_attn.kv": ("attn2.to_k", "attn2.to_v"),
-    "cross_attn.out": ("attn2.to_out.0",),
-    "mlp.fc1": ("ffn.net.0.proj",),
-    "mlp.fc2": ("ffn.net.2",),
+# our module inside each block -> the diffusers module it is
+LORA_TARGETS: dict[str, str] = {
+    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
+    "self_attn.out": "attn1.to_out.0",
+    "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k", "cross_attn.v": "attn2.to_v",
+    "cross_attn.out": "attn2.to_out.0",
+    "mlp.fc1": "ffn.net.0.proj", "mlp.fc2": "ffn.net.2",
 }
 ADAPTER_NAME = "default"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -110,19 +105,13 @@ def to_diffusers(adapters: dict[str, torch.Tensor], scale: float) -> dict[str, t
     """Our adapters -> diffusers WanTransformer3DModel module names (no "transformer." prefix), with the
     scale folded into B so that a reader taking alpha = rank gets the same model."""
     out: dict[str, torch.Tensor] = {}
-    for key, a in adapters.items():
+    for key, t in adapters.items():
         m = _PEFT_KEY.match(key)
-        if not m or m.group(2) != "A":
+        if not m:
             continue
-        module = m.group(1)
-        block, ours = module.split(".", 2)[:2], module.split(".", 2)[2]
-        prefix = ".".join(block)
-        b = adapters[f"{module}.lora_B.weight"] * scale
-        parts = LORA_TARGETS[ours]
-        rows = b.shape[0] // len(parts)
-        for k, theirs in enumerate(parts):
-            out[f"{prefix}.{theirs}.lora_A.weight"] = a.contiguous().clone()
-            out[f"{prefix}.{theirs}.lora_B.weight"] = b[k * rows:(k + 1) * rows].contiguous().clone()
+        block, ours = ".".join(m.group(1).split(".", 2)[:2]), m.group(1).split(".", 2)[2]
+        value = t * scale if m.group(2) == "B" else t
+        out[f"{block}.{LORA_TARGETS[ours]}.lora_{m.group(2)}.weight"] = value.contiguous().clone()
     return out
 
 
@@ -133,7 +122,7 @@ def save_diffusers_lora(adapters: dict[str, torch.Tensor], rank: int, scale: flo
     from diffusers import WanPipeline
 
     layers = to_diffusers(adapters, scale)
-    modules = sorted({t for ours in targets for t in LORA_TARGETS[ours]})
+    modules = sorted(LORA_TARGETS[ours] for ours in targets)
     meta = {"r": rank, "lora_alpha": rank, "target_modules": modules}
     WanPipeline.save_lora_weights(str(out_dir), transformer_lora_layers=layers, safe_serialization=True,
                                   transformer_lora_adapter_metadata=meta)
@@ -177,44 +166,29 @@ def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], fl
 
 def merge_into(model: nn.Module, adapters: dict[str, torch.Tensor], scale: float) -> int:
     """Add scale * B @ A of every adapter into the plain model's weights; returns the modules changed.
-
-    `adapters` holds diffusers module names (read_lora_file) or ours (adapter_state_dict); a fused
-    projection takes the rows of each of its parts."""
+    `adapters` holds diffusers module names (read_lora_file) or ours (adapter_state_dict)."""
     params = dict(model.named_parameters())
     changed = 0
     used: set[str] = set()
     for i in range(len(model.blocks)):  # type: ignore[attr-defined]
-        for ours, parts in LORA_TARGETS.items():
+        for ours, theirs in LORA_TARGETS.items():
             weight = params.get(f"blocks.{i}.{ours}.weight")
             if weight is None:
                 continue
-            own_a = adapters.get(f"blocks.{i}.{ours}.lora_A.weight")
-            if own_a is not None:
-                b_key = f"blocks.{i}.{ours}.lora_B.weight"
-                if b_key not in adapters:
-                    raise ValueError(f"LoRA for blocks.{i}.{ours} has A but no B")
-                delta = adapters[b_key].double() @ own_a.double()
-                used |= {f"blocks.{i}.{ours}.lora_A.weight", b_key}
-            else:
-                keys = [(f"blocks.{i}.{t}.lora_A.weight", f"blocks.{i}.{t}.lora_B.weight") for t in parts]
-                found = [(adapters.get(a), adapters.get(b)) for a, b in keys]
-                if all(a is None for a, _ in found):
+            for name in (ours, theirs):
+                a_key, b_key = f"blocks.{i}.{name}.lora_A.weight", f"blocks.{i}.{name}.lora_B.weight"
+                if a_key not in adapters and b_key not in adapters:
                     continue
-                used |= {k for pair in keys for k in pair if k in adapters}
-                rows = weight.shape[0] // len(parts)
-                pieces = []
-                for a, b in found:
-                    if a is None or b is None:
-                        pieces.append(torch.zeros(rows, weight.shape[1], dtype=torch.float64))
-                    else:
-                        pieces.append(b.double() @ a.double())
-                delta = torch.cat(pieces, dim=0)
-            if delta.shape != weight.shape:
-                raise ValueError(f"LoRA for blocks.{i}.{ours} has shape {tuple(delta.shape)}, the model "
-                                 f"{tuple(weight.shape)}")
-            with torch.no_grad():
-                weight.add_((scale * delta).to(weight.dtype))
-            changed += 1
+                if a_key not in adapters or b_key not in adapters:
+                    raise ValueError(f"LoRA for blocks.{i}.{name} has only one of A and B")
+                delta = adapters[b_key].double() @ adapters[a_key].double()
+                if delta.shape != weight.shape:
+                    raise ValueError(f"LoRA for blocks.{i}.{ours} has shape {tuple(delta.shape)}, the model "
+                                     f"{tuple(weight.shape)}")
+                with torch.no_grad():
+                    weight.add_((scale * delta).to(weight.dtype))
+                used |= {a_key, b_key}
+                changed += 1
     unused = sorted(set(adapters) - used)
     if unused:
         raise ValueError(f"{len(unused)} adapter tensor(s) match no module of this model, e.g. {unused[0]}")

@@ -1,8 +1,9 @@
 """AdamW, the warmup + cosine learning-rate schedule and a gradient clip that works on sharded grads.
 
-The clip computes one global norm over every rank that holds a piece of a parameter: FSDP2 grads are
-DTensor shards, so each rank sums the squares of its local shard and the sum is all-reduced over the
-shard group. Replicated (plain tensor) grads are counted once.
+The clip computes one global norm over every rank that holds a piece of a parameter. A DTensor grad
+(FSDP2 over dp x cp, and tensor parallelism over tp) is summed over exactly the mesh dims that shard it:
+a dim that replicates it (the TP dim of a replicated layer) would otherwise count it several times.
+Plain tensor grads (one process) are counted once.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
 
 
 def global_grad_norm(params, group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """L2 norm of all grads across ranks; `group` is the group the DTensor shards are spread over."""
-    sq_sharded = None
+    """L2 norm of all grads across ranks. DTensor grads are reduced over the mesh dims that shard them
+    (`group` is kept for callers that pass the FSDP group; the meshes say more)."""
+    buckets: dict[tuple, torch.Tensor] = {}  # the groups sharding a grad -> its local sum of squares
     sq_local = None
     for p in params:
         g = p.grad
@@ -75,17 +77,21 @@ def global_grad_norm(params, group: dist.ProcessGroup | None = None) -> torch.Te
             continue
         if isinstance(g, DTensor):
             part = g.to_local().detach().double().pow(2).sum()
-            sq_sharded = part if sq_sharded is None else sq_sharded + part
+            # every dim that splits it (Shard, and FSDP's _StridedShard, which is_shard() does not report)
+            groups = tuple(g.device_mesh.get_group(i) for i, pl in enumerate(g.placements)
+                           if not (pl.is_replicate() or pl.is_partial()))
+            buckets[groups] = buckets[groups] + part if groups in buckets else part
         else:
             part = g.detach().double().pow(2).sum()
             sq_local = part if sq_local is None else sq_local + part
     total = torch.zeros((), dtype=torch.float64)
-    if sq_sharded is not None:
-        if group is not None and dist.is_initialized():
-            dist.all_reduce(sq_sharded, group=group)
-        total = total + sq_sharded
+    for groups, part in buckets.items():  # the same buckets in the same order on every rank
+        if dist.is_initialized():
+            for gr in groups:
+                dist.all_reduce(part, group=gr)
+        total = total + part.cpu()
     if sq_local is not None:
-        total = total + sq_local
+        total = total + sq_local.cpu()
     return total.sqrt()
 
 

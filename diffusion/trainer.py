@@ -46,7 +46,6 @@ class TrainConfig:
     activation_checkpointing: bool = False
     dtype: str = "float32"             # parameter dtype: float32 | float64 (parity tests) | bfloat16
     autocast_bf16: bool = True         # bf16 compute on CUDA: FSDP2's policy when sharded, else autocast
-    cp_mode: str = "ulysses"           # ulysses | ring | usp
     max_nonfinite_steps: int = 5       # this many non-finite steps in a row stop the run (exit 2)
     tensorboard: bool = True           # RUN/tb/ event files beside metrics.jsonl (diffusion.monitor)
     grad_accum: int = 1                # loader batches per optimizer step (one normaliser over all of them)
@@ -61,8 +60,6 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1) (0 disables EMA), got {self.ema_decay}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.cp_mode not in ("ulysses", "ring", "usp"):
-            raise ValueError(f"cp_mode must be ulysses, ring or usp, got {self.cp_mode!r}")
         if not 0 <= self.seed < 2 ** 63:
             raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
 
@@ -89,37 +86,46 @@ class ParallelState:
     dp_rank: int = 0
     dp_size: int = 1
     cp_size: int = 1
+    tp_size: int = 1
     cp: object | None = None                    # parallel.attention.ContextParallel, or None
-    dp_group: object | None = None              # ranks holding different samples (one per CP group)
+    dp_group: object | None = None              # ranks holding different samples (one per CP x TP group)
     mesh: object | None = None                  # DeviceMesh over every dp x cp rank (FSDP2 shards on it)
+    tp_mesh: object | None = None               # the "tp" dim of the same mesh (tensor parallelism)
+    layout: object | None = None                # the backbone's parallel.layout.BuiltLayout
 
     @property
     def grad_group(self):
         return None if self.mesh is None else self.mesh.get_group()
 
 
-def build_parallel_state(dp: int, cp: int, cp_mode: str = "ulysses") -> ParallelState:
-    """Groups for dp x cp over the default process group (parallel.ParallelLayout; CP ranks consecutive)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        if dp * cp != 1:
-            raise ValueError(f"dp x cp = {dp * cp} needs that many ranks, found 1")
-        return ParallelState()
-    from torch.distributed.device_mesh import init_device_mesh
+def build_parallel_state(dp: int, cp: int, cp_mode: str = "ulysses", tp: int = 1, cp_ulysses: int = 2,
+                         ranks: int | None = None) -> ParallelState:
+    """Groups and meshes for dp x cp x tp (parallel.ParallelLayout: tp fastest, then cp, then dp) over the
+    first `ranks` ranks of the job (all of them by default; encoder ranks come after).
 
+    Collective over the whole world: every rank calls it, in the same order."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    ranks = world if ranks is None else ranks
+    if dp * cp * tp != ranks:
+        raise ValueError(f"dp x cp x tp = {dp} x {cp} x {tp} = {dp * cp * tp} but there are {ranks} backbone ranks")
+    if world == 1:
+        return ParallelState()
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from parallel.device import rank_device
     from parallel.layout import ParallelLayout
 
-    world = dist.get_world_size()
-    if dp * cp != world:
-        raise ValueError(f"dp x cp = {dp} x {cp} = {dp * cp} but there are {world} ranks")
-    # usp: Ulysses over pairs of consecutive ranks inside, ring across the pairs
-    ulysses = 2 if cp_mode == "usp" else None
-    layout = ParallelLayout(name="dit", dp=dp, cp=cp, cp_ulysses=ulysses).build(backend=dist.get_backend())
-    from parallel.device import rank_device
-
+    layout = ParallelLayout(name="dit", dp=dp, cp=cp, tp=tp, size=ranks,
+                            cp_ulysses=cp_ulysses if cp_mode == "usp" else None).build(backend=dist.get_backend())
     device = rank_device().device.type
-    mesh = init_device_mesh(device, (world,), mesh_dim_names=("dp_cp",))
-    return ParallelState(dp_rank=layout.rank_in("dp"), dp_size=dp, cp_size=cp,
-                         cp=layout.context_parallel(cp_mode), dp_group=layout.group("dp"), mesh=mesh)
+    grid = torch.arange(ranks).reshape(dp * cp, tp)
+    # a mesh over the backbone ranks only (DeviceMesh is collective over the world: every rank builds it)
+    mesh2d = DeviceMesh(device, grid, mesh_dim_names=("dp_cp", "tp"))
+    if not layout.is_member:
+        return ParallelState(layout=layout)
+    return ParallelState(dp_rank=layout.rank_in("dp"), dp_size=dp, cp_size=cp, tp_size=tp,
+                         cp=layout.context_parallel(cp_mode), dp_group=layout.group("dp"),
+                         mesh=mesh2d["dp_cp"], tp_mesh=mesh2d["tp"] if tp > 1 else None, layout=layout)
 
 
 def mixed_precision(train: TrainConfig, device: torch.device):
@@ -140,7 +146,7 @@ def parallelize_for_training(model: nn.Module, train: TrainConfig, par: Parallel
 
     return parallelize_dit(model, par.mesh, par.cp, mp_policy=mixed_precision(train, device),
                            activation_checkpointing=train.activation_checkpointing or None,
-                           cpu_offload=train.cpu_offload)
+                           cpu_offload=train.cpu_offload, tp_mesh=par.tp_mesh)
 
 
 def is_sharded(model: nn.Module) -> bool:

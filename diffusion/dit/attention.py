@@ -29,24 +29,47 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp=None, *, key_ma
     return out.transpose(1, 2)
 
 
+class HeadsRMSNorm(nn.RMSNorm):
+    """RMSNorm over all heads' channels (Wan normalises Q and K across heads). Under tensor parallelism a
+    rank holds some heads: their sum of squares is summed over the TP group first (`tp_group`)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__(dim, eps=eps)
+        self.tp_group = None
+        self.full_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tp_group is None:
+            return super().forward(x)
+        from parallel.tensor import all_reduce_sum, local
+
+        work = x if x.dtype == torch.float64 else x.float()
+        mean_sq = all_reduce_sum(work.square().sum(-1, keepdim=True), self.tp_group) / self.full_dim
+        out = work * torch.rsqrt(mean_sq + self.eps)
+        return (out * local(self.weight).to(out.dtype)).type_as(x)
+
+
 class SelfAttention(nn.Module):
-    """Fused QKV projection, RMSNorm over all heads on Q and K, 3D RoPE."""
+    """Q, K, V projections (one module each: tensor parallelism splits each by heads), RMSNorm over all
+    heads on Q and K, 3D RoPE."""
 
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.norm_q = HeadsRMSNorm(dim, eps)
+        self.norm_k = HeadsRMSNorm(dim, eps)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cp=None,
                 seq_len: int | None = None) -> torch.Tensor:
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q = apply_rope(self.norm_q(q).unflatten(-1, (self.num_heads, -1)), cos, sin)
-        k = apply_rope(self.norm_k(k).unflatten(-1, (self.num_heads, -1)), cos, sin)
-        # contiguous V (a view of the fused projection otherwise) makes the attention kernels faster
-        v = v.unflatten(-1, (self.num_heads, -1)).contiguous()
+        # with tensor parallelism the projections hold this rank's heads only: -1 keeps the head size
+        head = x.shape[-1] // self.num_heads
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, (-1, head)), cos, sin)
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, (-1, head)), cos, sin)
+        v = self.v(x).unflatten(-1, (-1, head))
         o = attend(q, k, v, cp, seq_len=seq_len).flatten(2).type_as(x)
         return self.out(o)
 
@@ -58,17 +81,18 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.norm_q = HeadsRMSNorm(dim, eps)
+        self.norm_k = HeadsRMSNorm(dim, eps)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        k, v = self.kv(text).chunk(2, dim=-1)
-        k = self.norm_k(k).unflatten(-1, (self.num_heads, -1))
-        v = v.unflatten(-1, (self.num_heads, -1))
+        head = x.shape[-1] // self.num_heads
+        q = self.norm_q(self.q(x)).unflatten(-1, (-1, head))
+        k = self.norm_k(self.k(text)).unflatten(-1, (-1, head))
+        v = self.v(text).unflatten(-1, (-1, head))
         # queries are this rank's tokens and K/V the whole (replicated) text: the attention is local,
         # so no context-parallel communication is needed here
         o = attend(q, k, v, None, key_mask=text_mask).flatten(2).type_as(x)

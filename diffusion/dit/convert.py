@@ -1,8 +1,7 @@
 """Conversion between VideoDiT and diffusers' WanTransformer3DModel (config and state dict).
 
-Our layout fuses Q/K/V (self-attention) and K/V (cross-attention) into one projection each; the
-converter concatenates/splits them. Wan2.1 image-to-video extras (image_dim, added_kv_proj_dim) are
-refused with a clear error: VideoDiT is the text-to-video model.
+Every tensor maps one to one (Q, K and V are separate projections in both). Wan2.1 image-to-video
+extras (image_dim, added_kv_proj_dim) are refused with a clear error: VideoDiT is the text-to-video model.
 """
 
 from __future__ import annotations
@@ -42,8 +41,18 @@ _BLOCK = {
     "self_attn.norm_k.weight": "attn1.norm_k.weight",
     "self_attn.out.weight": "attn1.to_out.0.weight",
     "self_attn.out.bias": "attn1.to_out.0.bias",
+    "self_attn.q.weight": "attn1.to_q.weight",
+    "self_attn.q.bias": "attn1.to_q.bias",
+    "self_attn.k.weight": "attn1.to_k.weight",
+    "self_attn.k.bias": "attn1.to_k.bias",
+    "self_attn.v.weight": "attn1.to_v.weight",
+    "self_attn.v.bias": "attn1.to_v.bias",
     "cross_attn.q.weight": "attn2.to_q.weight",
     "cross_attn.q.bias": "attn2.to_q.bias",
+    "cross_attn.k.weight": "attn2.to_k.weight",
+    "cross_attn.k.bias": "attn2.to_k.bias",
+    "cross_attn.v.weight": "attn2.to_v.weight",
+    "cross_attn.v.bias": "attn2.to_v.bias",
     "cross_attn.norm_q.weight": "attn2.norm_q.weight",
     "cross_attn.norm_k.weight": "attn2.norm_k.weight",
     "cross_attn.out.weight": "attn2.to_out.0.weight",
@@ -54,13 +63,6 @@ _BLOCK = {
     "mlp.fc1.bias": "ffn.net.0.proj.bias",
     "mlp.fc2.weight": "ffn.net.2.weight",
     "mlp.fc2.bias": "ffn.net.2.bias",
-}
-# our fused name -> the diffusers tensors concatenated along dim 0, in order
-_FUSED = {
-    "self_attn.qkv.weight": ("attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight"),
-    "self_attn.qkv.bias": ("attn1.to_q.bias", "attn1.to_k.bias", "attn1.to_v.bias"),
-    "cross_attn.kv.weight": ("attn2.to_k.weight", "attn2.to_v.weight"),
-    "cross_attn.kv.bias": ("attn2.to_k.bias", "attn2.to_v.bias"),
 }
 
 
@@ -124,8 +126,6 @@ def state_dict_from_diffusers(sd: Mapping[str, torch.Tensor], config: DiTConfig)
             if ours.startswith("cross_norm.") and not config.cross_attn_norm:
                 continue
             out[p + ours] = take(p + theirs)
-        for ours, parts in _FUSED.items():
-            out[p + ours] = torch.cat([take(p + t) for t in parts], dim=0)
     # norm_added_q is a known leftover in some exported Wan checkpoints (diffusers ignores it too)
     extra = [k for k in sd if k not in used and "norm_added_q" not in k]
     if extra:
@@ -143,7 +143,6 @@ def to_diffusers_state_dict(model_or_sd: VideoDiT | Mapping[str, torch.Tensor],
         sd = model_or_sd
         if config is None:
             raise ValueError("to_diffusers_state_dict(state_dict) needs the DiTConfig")
-    d = config.dim
     out: dict[str, torch.Tensor] = {}
     for ours, theirs in _TOP.items():
         out[theirs] = sd[ours]
@@ -152,9 +151,6 @@ def to_diffusers_state_dict(model_or_sd: VideoDiT | Mapping[str, torch.Tensor],
         for ours, theirs in _BLOCK.items():
             if p + ours in sd:
                 out[p + theirs] = sd[p + ours]
-        for ours, parts in _FUSED.items():
-            for t, piece in zip(parts, sd[p + ours].split(d, dim=0)):
-                out[p + t] = piece
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 

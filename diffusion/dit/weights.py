@@ -7,8 +7,7 @@ whole model:
   the weights do not depend on how the model is sharded, on the rank, or on construction order: an
   eagerly built model filled from the same seed is identical.
 - `DiffusersWeights`: a diffusers WanTransformer3DModel folder (or a whole pipeline folder, or our
-  export), read through safetensors slices: only the rows a rank owns are read from disk; our fused
-  Q/K/V and K/V rows are read from the separate diffusers tensors they concatenate.
+  export), read through safetensors slices: only the rows a rank owns are read from disk.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffusion.dit.convert import _BLOCK, _FUSED, _TOP, read_diffusers_config
+from diffusion.dit.convert import _BLOCK, _TOP, read_diffusers_config
 
 
 def local_index(param: torch.Tensor) -> tuple[slice, ...]:
@@ -228,16 +227,14 @@ class DiffusersWeights:
             self._files.append(SafetensorsRows(f))
             for key in self._files[-1].tensors:
                 self._where[key] = len(self._files) - 1
-        self._map: dict[str, tuple[str, ...]] = {ours: (theirs,) for ours, theirs in _TOP.items()}
+        self._map: dict[str, str] = dict(_TOP)
         for i in range(num_layers):
             p = f"blocks.{i}."
             for ours, theirs in _BLOCK.items():
                 if ours.startswith("cross_norm.") and not cross_attn_norm:
                     continue
-                self._map[p + ours] = (p + theirs,)
-            for ours, parts in _FUSED.items():
-                self._map[p + ours] = tuple(p + t for t in parts)
-        missing = sorted({k for keys in self._map.values() for k in keys} - set(self._where))
+                self._map[p + ours] = p + theirs
+        missing = sorted(set(self._map.values()) - set(self._where))
         if missing:
             raise KeyError(f"{folder}: the weights lack {len(missing)} tensor(s), e.g. {missing[:3]}")
 
@@ -256,19 +253,5 @@ class DiffusersWeights:
     def read(self, name: str, index: tuple[slice, ...]) -> torch.Tensor:
         if name not in self._map:
             raise KeyError(f"{self.folder} has no weights for {name}")
-        parts = self._map[name]
-        if len(parts) == 1:
-            return self._file(parts[0]).read(parts[0], index)
-        # a fused tensor: rows [a, b) of the concatenation of the parts along dim 0
-        rows0, rest = index[0], index[1:]
-        pieces, start = [], 0
-        for key in parts:
-            n = self._file(key).shape(key)[0]
-            a, b = max(rows0.start, start), min(rows0.stop, start + n)
-            if a < b:
-                pieces.append(self._file(key).read(key, (slice(a - start, b - start), *rest)))
-            start += n
-        if not pieces:
-            shape = [s.stop - s.start for s in index]
-            return torch.empty(shape)
-        return torch.cat(pieces, dim=0)
+        key = self._map[name]
+        return self._file(key).read(key, index)

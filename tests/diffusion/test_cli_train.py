@@ -49,13 +49,13 @@ def test_fit_bad_inputs(curated, tmp_path, capsys):  # noqa: F811
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--nproc", "3", "--cp", "2"]),
                     "--nproc 3")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--nproc", "4", "--dp", "3", "--cp", "2"]),
-                    "--dp x --cp")
+                    "dp x cp x tp")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--set", "train.nope=1"]), "train.nope")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--set", "train.steps=abc"]), "integer")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--config", "wan-7b"]), "wan-7b")
     _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--stop-after", "9", "--steps", "5"]),
                     "--stop-after")
-    _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--cp", "3", "--nproc", "3"]), "num_heads")
+    _one_error_line(capsys, main([*base, "--out", str(tmp_path / "r"), "--cp", "3", "--nproc", "3"]), "heads")
     empty = tmp_path / "empty"
     empty.mkdir()
     _one_error_line(capsys, main(["fit", "--data", str(empty), "--out", str(tmp_path / "r")]), "no shards")

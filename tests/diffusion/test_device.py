@@ -19,8 +19,8 @@ def _job_body(rank, world_size, text_dir):
 
     decision = rank_device()
     cfg = tiny()
-    par = build_parallel_state(1, world_size, "ulysses")
-    plan = FitPlan(run="unused", sources=[], steps=1, stop_after=None, resume=False, dp=1, cp=world_size)
+    par = build_parallel_state(1, world_size // 2, "ulysses", tp=2)
+    plan = FitPlan(run="unused", sources=[], steps=1, stop_after=None, resume=False)
     model = build_model(cfg, par, decision.device, plan)
     conditioner = Conditioner(cfg, text_dir, decision.device)
     trainer = Trainer(model, cfg.train, cfg.flow, total_steps=1, par=par, device=decision.device,
@@ -28,8 +28,8 @@ def _job_body(rank, world_size, text_dir):
     video = torch.randint(0, 255, (1, 8, 3, 32, 32), dtype=torch.uint8)
     batch = conditioner({"video": video, "caption": ["a red ball"]})
     trainer.train_step(0, batch)
-    groups = [dist.get_backend(), dist.get_backend(par.dp_group), dist.get_backend(par.cp.group),
-              dist.get_backend(par.mesh.get_group())]
+    groups = [dist.get_backend(), dist.get_backend(par.dp_group), dist.get_backend(par.mesh.get_group()),
+              dist.get_backend(par.tp_mesh.get_group())]
     devices = {t.device.type for t in trainer.model.state_dict().values()}
     devices |= {p.grad.device.type for p in trainer.model.parameters() if p.grad is not None}
     devices |= {p.device.type for p in conditioner.text_encoder.model.parameters()}

@@ -62,7 +62,7 @@ def test_parity_detects_a_wrong_weight(reference):
     # the parity check above would fail if any tensor were mapped wrongly: perturb one and see it
     model = from_diffusers(reference).eval()
     with torch.no_grad():
-        model.blocks[1].cross_attn.kv.weight[CFG.dim + 3, 2] += 1e-2  # a V weight of the last block
+        model.blocks[1].cross_attn.v.weight[3, 2] += 1e-2  # a V weight of the last block
     x, t, text = _inputs((1, 4, 2, 4, 4))
     with torch.no_grad():
         diff = (model(x, t, text) - reference(x, t, text, return_dict=False)[0]).abs().max().item()

@@ -144,7 +144,7 @@ def test_merged_lora_is_base_plus_scaled_product():
                 p.normal_()
     adapters = adapter_state_dict(adapted)
     merged = copy.deepcopy(base)
-    assert merge_into(merged, adapters, lora.scale) == 2 * 7  # 7 projections per block
+    assert merge_into(merged, adapters, lora.scale) == 2 * 10  # 10 projections per block
     for name, w in merged.named_parameters():
         module, leaf = name.rsplit(".", 1)
         if leaf == "weight" and f"{module}.lora_A.weight" in adapters:

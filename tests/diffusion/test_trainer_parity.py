@@ -1,8 +1,8 @@
 """Gradient parity of the distributed trainer with one process, real gloo ranks, float64.
 
 Each case runs 3 optimizer steps with gradient clipping active (and caption dropout, EMA, warmup +
-cosine) through `Trainer` on dp x cp ranks, each rank taking its data-parallel slice of one global
-batch; the reference is a plain single-process loop (torch AdamW, torch clip_grad_norm_, LambdaLR)
+cosine) through `Trainer` on dp x cp x tp ranks (the model's one plan: tensor parallelism, context
+parallelism, FSDP2), each rank taking its data-parallel slice of one global batch; the reference is a plain single-process loop (torch AdamW, torch clip_grad_norm_, LambdaLR)
 on the whole batch in the same process. Losses, every gradient and the weights after the last step
 must agree to float64 round-off.
 """
@@ -96,10 +96,9 @@ def _parity_body(rank, world_size, cases):
     ref_losses, ref_grads, ref_norms, ref_weights = _reference(model_cfg, train, flow, batch, null)
     assert min(ref_norms) > train.optim.grad_clip * 2, "clipping must be active in this test"
     report = []
-    for dp, cp, mode, *flags in cases:
-        train.cp_mode = mode
+    for dp, cp, tp, mode, *flags in cases:
         train.activation_checkpointing = "ac" in flags
-        par = build_parallel_state(dp, cp, mode)
+        par = build_parallel_state(dp, cp, mode, tp=tp)
         torch.manual_seed(0)
         model = VideoDiT(model_cfg)
         trainer = Trainer(model, train, flow, total_steps=STEPS, par=par, null_text=null)
@@ -121,18 +120,19 @@ def _parity_body(rank, world_size, cases):
             got = _full(p.detach())
             err = float((got - ref_weights[n]).abs().max())
             assert err < 1e-12, (dp, cp, mode, n, err)
-        report.append((dp, cp, mode, *flags, worst_grad))
+        report.append((dp, cp, tp, mode, *flags, worst_grad))
     return report
 
 
-def test_parity_two_ranks_dp2_and_cp2():
-    # the last case also recomputes every block in backward (activation checkpointing)
-    out = run_ranks(_parity_body, 2, {"cases": [(2, 1, "ulysses"), (1, 2, "ulysses"), (1, 2, "ring"),
-                                                (2, 1, "ulysses", "ac")]})
+def test_parity_two_ranks_dp2_cp2_tp2():
+    # the fourth case also recomputes every block in backward (activation checkpointing)
+    out = run_ranks(_parity_body, 2, {"cases": [(2, 1, 1, "ulysses"), (1, 2, 1, "ulysses"), (1, 2, 1, "ring"),
+                                                (2, 1, 1, "ulysses", "ac"), (1, 1, 2, "ulysses")]})
+    assert len(out[0]) == 5
+
+
+def test_parity_four_ranks():
+    # the 2-D and 3-D layouts: dp x cp, tp x cp (Ulysses over each TP slot's CP group), dp x tp
+    out = run_ranks(_parity_body, 4, {"cases": [(2, 2, 1, "ulysses"), (1, 2, 2, "ulysses"), (1, 2, 2, "ring"),
+                                                (2, 1, 2, "ulysses")]})
     assert len(out[0]) == 4
-
-
-def test_parity_four_ranks_dp2_x_cp2():
-    # ring at cp=2 is covered on two ranks; here the 2-D layout (dp groups across cp groups)
-    out = run_ranks(_parity_body, 4, {"cases": [(2, 2, "ulysses")]})
-    assert len(out[0]) == 1

@@ -98,7 +98,7 @@ def _frames(path: Path) -> np.ndarray:
 
 
 @pytest.mark.distributed
-def test_generate_cp2_equals_one_rank_and_export_equals_run(straight_run, tmp_path):
+def test_generate_cp2_tp2_equal_one_rank_and_export_equals_run(straight_run, tmp_path):
     from diffusion.cli_generate import main
     from diffusion.cli_train import main as train_main
 
@@ -111,6 +111,11 @@ def test_generate_cp2_equals_one_rank_and_export_equals_run(straight_run, tmp_pa
     a, b = _frames(one), _frames(two)
     assert a.shape == (4, 16, 16, 3)
     assert np.abs(a - b).max() <= 1
+    # tensor parallel (heads and MLP split over 2 ranks), and tensor x context parallel on 4 ranks
+    for name, layout in (("tp2.mp4", ["--nproc", "2", "--tp", "2"]),
+                         ("tp2cp2.mp4", ["--nproc", "4", "--tp", "2", "--cp", "2"])):
+        assert main(["--run", str(straight_run), "--out", str(tmp_path / name), *layout, *common]) == 0
+        assert np.abs(_frames(tmp_path / name) - a).max() <= 1, name
     # the exported diffusers folder generates the same video (same EMA weights)
     assert train_main(["export", "--run", str(straight_run), "--out", str(tmp_path / "export")]) == 0
     assert main(["--checkpoint", str(tmp_path / "export"), "--out", str(exp), *common]) == 0

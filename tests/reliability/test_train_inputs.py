@@ -45,7 +45,7 @@ BAD_SETTINGS = {
     "unknown section": ("nope.x=1", "unknown config key"),
     "wrong type": ("train.seed=abc", "expected an integer"),
     "seed negative": ("train.seed=-1", "seed"),
-    "cp mode unknown": ("train.cp_mode=tree", "cp_mode"),
+    "cp mode unknown": ("parallel.cp_mode=tree", "cp_mode"),
     "no equals sign": ("train.seed", "key=value"),
 }
 
@@ -75,7 +75,9 @@ BAD_FLAGS = {
     "dp x cp mismatch": (["--nproc", "2", "--dp", "3"], "must equal"),
     "stop-after beyond steps": (["--stop-after", "9"], "--stop-after"),
     "steps zero": (["--steps", "0"], "--steps must be >= 1"),
-    "ulysses heads": (["--nproc", "3", "--cp", "3"], "num_heads"),
+    "ulysses heads": (["--nproc", "3", "--cp", "3"], "heads per TP rank"),
+    "tp heads": (["--nproc", "3", "--tp", "3"], "num_heads"),
+    "encoder ranks without room": (["--nproc", "2", "--encoder-ranks", "2"], "encoder rank"),
 }
 
 
