@@ -107,11 +107,13 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(run: Path, step: int, *, model: nn.Module | None, optimizer: torch.optim.Optimizer | None,
                     ema=None, scheduler=None, loader_state: Any = None, extra: dict | None = None,
-                    only: Callable[[str], bool] | None = None) -> Path:
-    """Write step `step` of RUN. `only`: which model tensors to keep (LoRA keeps its adapters; the frozen
-    base is referenced by the run, not copied)."""
+                    only: Callable[[str], bool] | None = None, process_group=None) -> Path:
+    """Write step `step` of RUN (collective over every rank of the job). `only`: which model tensors to
+    keep (LoRA keeps its adapters; the frozen base is referenced by the run, not copied). A rank without
+    a model (a disjoint encoder rank) writes only its record; `process_group` is the group of the ranks
+    that hold the model (DCP's collectives run over it)."""
     final = checkpoint_dir(run, step)
     tmp = final.with_name(final.name + ".tmp")
     if _rank() == 0:
@@ -119,7 +121,7 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.
         tmp.mkdir(parents=True)
     _barrier()
     try:
-        _save(tmp, final, step, model, optimizer, ema, scheduler, loader_state, extra, only)
+        _save(tmp, final, step, model, optimizer, ema, scheduler, loader_state, extra, only, process_group)
     except BaseException:
         if _rank() == 0:  # a full disk or an interrupt: leave no half-written checkpoint behind
             shutil.rmtree(tmp, ignore_errors=True)
@@ -127,21 +129,10 @@ def save_checkpoint(run: Path, step: int, *, model: nn.Module, optimizer: torch.
     return final
 
 
-def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, loader_state, extra, only) -> None:
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    if only is not None:
-        model_sd = {k: v for k, v in model_sd.items() if only(k)}
-    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
-    if ema is not None:
-        state["ema"] = ema.shadow
-    try:
-        dcp.save(state, checkpoint_id=str(tmp))
-    except CheckpointException as exc:  # a BaseException: turn it into what it wraps
-        error = unwrap(exc, tmp)
-        if not isinstance(error, OSError) and _disk_full(tmp):
-            # torch.save's zip writer reports a full disk as a position mismatch; say what it is
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from None
-        raise error from None
+def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, loader_state, extra, only,
+          process_group) -> None:
+    if model is not None:
+        _save_state(tmp, model, optimizer, ema, only, process_group)
     rank = _rank()
     meta = {"step": step, "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "ema_num_updates": ema.num_updates if ema is not None else None,
@@ -156,12 +147,36 @@ def _save(tmp: Path, final: Path, step: int, model, optimizer, ema, scheduler, l
     _barrier()
 
 
-def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+def _save_state(tmp: Path, model, optimizer, ema, only, process_group) -> None:
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    if only is not None:
+        model_sd = {k: v for k, v in model_sd.items() if only(k)}
+    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
+    if ema is not None:
+        state["ema"] = ema.shadow
+    try:
+        dcp.save(state, checkpoint_id=str(tmp), process_group=process_group)
+    except CheckpointException as exc:  # a BaseException: turn it into what it wraps
+        error = unwrap(exc, tmp)
+        if not isinstance(error, OSError) and _disk_full(tmp):
+            # torch.save's zip writer reports a full disk as a position mismatch; say what it is
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from None
+        raise error from None
+
+
+def load_checkpoint(path: Path, *, model: nn.Module | None, optimizer: torch.optim.Optimizer | None = None,
                     ema=None, scheduler=None, restore_rng: bool = True,
-                    only: Callable[[str], bool] | None = None) -> dict:
+                    only: Callable[[str], bool] | None = None, process_group=None) -> dict:
     """Restore in place; returns this rank's json record (step, loader state, extra). `only`: the model
-    tensors the checkpoint holds (as saved with the same `only`)."""
+    tensors the checkpoint holds (as saved with the same `only`). A rank without a model reads its record
+    only; `process_group`: the ranks that hold the model."""
     path = Path(path)
+    if model is not None:
+        _load_state(path, model, optimizer, ema, only, process_group)
+    return _load_record(path, ema, scheduler, restore_rng)
+
+
+def _load_state(path: Path, model, optimizer, ema, only, process_group) -> None:
     if optimizer is not None:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
@@ -172,7 +187,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
     if ema is not None:
         state["ema"] = ema.shadow
     try:
-        dcp.load(state, checkpoint_id=str(path), **load_kwargs(path))
+        dcp.load(state, checkpoint_id=str(path), process_group=process_group, **load_kwargs(path))
     except CheckpointException as exc:  # a BaseException: turn it into what it wraps
         raise unwrap(exc, path) from None
     options = StateDictOptions(strict=only is None)
@@ -181,6 +196,9 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
                        options=options)
     else:
         set_state_dict(model, [], model_state_dict=state["model"], optim_state_dict={}, options=options)
+
+
+def _load_record(path: Path, ema, scheduler, restore_rng: bool) -> dict:
     rank = _rank()
     meta_path = path / f"rank-{rank:05d}.json"
     if not meta_path.is_file():  # another world size: rank 0's record still says the step

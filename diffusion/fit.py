@@ -69,8 +69,15 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
         if isinstance(saved.get("train"), dict):
             saved["train"].pop("steps", None)
         mine["train"].pop("steps", None)
-        saved.pop("parallel", None)  # a run may resume on another layout (the loader re-splits its epoch)
+        was = saved.pop("parallel", None) or {}  # a run may resume on another layout (the loader re-splits)
         mine.pop("parallel", None)
+        now = cfg.parallel
+        if "disjoint" in (was.get("encoders"), now.encoders) and (
+                (was.get("encoders"), was.get("encoder_ranks"), was.get("dp")) !=
+                (now.encoders, now.encoder_ranks, now.dp)):
+            # the loader positions live on the ranks that load: disjoint encoder ranks keep their own
+            raise UserError(f"--resume: the run loaded its data with parallel.encoders={was.get('encoders')} "
+                            f"(encoder_ranks {was.get('encoder_ranks')}, dp {was.get('dp')}); resume it with the same")
         if saved != mine:
             diff = _first_difference(saved, mine)
             raise UserError(f"--resume: the config differs from {saved_cfg} at {diff}")
@@ -149,11 +156,6 @@ def _first_difference(a, b, where=""):
     return f"{where} ({a!r} in RUN, {b!r} now)"
 
 
-def text_encoder_path(run: Path, cfg: ExperimentConfig) -> str:
-    local = Path(run) / TEXT_ENCODER_DIR
-    return str(local) if local.is_dir() else str(cfg.text.path)
-
-
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep the lines of steps <= step (the restored one); later ones are redone by the resumed run.
     A line that is not a JSON object (torn by a kill while it was written) is dropped."""
@@ -170,81 +172,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-# ---------------------------------------------------------------- conditioning
-
-class Conditioner:
-    """Turn loader batches into latent batches: VAE-encode video, text-encode captions (both frozen)."""
-
-    def __init__(self, cfg: ExperimentConfig, text_encoder_dir: str, device: torch.device):
-        from diffusion.text_encoder import TextEncoder
-        from diffusion.vae import VideoVAE
-
-        self.device = device
-        self.text_encoder = TextEncoder.from_pretrained(text_encoder_dir, cfg.text).to(device)
-        self.vae = VideoVAE(cfg.vae).to(device)
-
-    @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.text_encoder.encode(list(captions))
-
-    @torch.no_grad()
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, T, C, H, W) uint8, or float already in [-1, 1] -> normalised latents (B, c, f, h, w)."""
-        video = video.to(self.device, non_blocking=True)
-        x = video.float() / 127.5 - 1.0 if video.dtype == torch.uint8 else video.float()
-        return self.vae.encode(x.permute(0, 2, 1, 3, 4).contiguous())
-
-    @torch.no_grad()
-    def __call__(self, batch: dict) -> dict:
-        if "latents" in batch:
-            out = {"latents": batch["latents"], "text": batch["text"], "text_mask": batch["text_mask"]}
-        else:
-            text, mask = self.encode_text(batch["caption"])
-            out = {"latents": self.encode_video(batch["video"]), "text": text, "text_mask": mask}
-        if batch.get("pad_mask") is not None:
-            out["pad_mask"] = torch.as_tensor(batch["pad_mask"], dtype=torch.bool)
-        return out
-
-
 # ---------------------------------------------------------------- the loop (every rank)
-
-def _batches(loader):
-    """Endless (epoch, batch) pairs; the loader moves to its next epoch after a full pass."""
-    empty = 0
-    while True:
-        epoch = loader.epoch
-        got = False
-        for batch in loader:
-            got = True
-            yield epoch, batch
-        # a pass can be empty once: a run resumed right at the end of an epoch
-        empty = 0 if got else empty + 1
-        if empty >= 2:
-            raise UserError("the training data gave no batch (too few clips for the batch size and buckets?)")
-
-
-def _batch_size(batch: dict) -> int:
-    """Samples in a loader batch (the loader yields a batch whose samples all failed, so ranks keep count)."""
-    if "num_samples" in batch:
-        return int(batch["num_samples"])
-    return len(batch.get("caption") or [])
-
-
-def _next_usable(stream) -> tuple[int, dict, int]:
-    """(epoch, batch, batches skipped): the next batch that has samples on every rank.
-
-    Every rank draws the same number of batches (each loader yields one per planned batch), so when any
-    rank's batch lost all its samples, all ranks move on together and stay in step."""
-    skipped = 0
-    while True:
-        epoch, batch = next(stream)
-        ok = torch.tensor([1 if _batch_size(batch) > 0 else 0], dtype=torch.int32)
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        if int(ok):
-            return epoch, batch, skipped
-        skipped += 1
-
 
 def _saved_tensors(cfg: ExperimentConfig):
     """Which model tensors a checkpoint of this run holds: all, or the LoRA adapters only."""
@@ -255,13 +183,17 @@ def _saved_tensors(cfg: ExperimentConfig):
     return None
 
 
-def _restore(trainer: Trainer, candidates: list[str], is_main: bool, only=None) -> dict:
-    """Load the newest checkpoint that loads on every rank; a damaged one is passed over with a warning."""
+def _restore(trainer: Trainer | None, candidates: list[str], is_main: bool, only=None, group=None) -> dict:
+    """Load the newest checkpoint that loads on every rank; a damaged one is passed over with a warning.
+    A rank without a trainer (a disjoint encoder rank) reads its record only; `group`: the model's ranks."""
     last_error = "no checkpoint"
     for k, path in enumerate(candidates):
         try:
-            meta = load_checkpoint(Path(path), model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
-                                   scheduler=trainer.scheduler, only=only)
+            if trainer is None:
+                meta = load_checkpoint(Path(path), model=None)
+            else:
+                meta = load_checkpoint(Path(path), model=trainer.model, optimizer=trainer.optimizer,
+                                       ema=trainer.ema, scheduler=trainer.scheduler, only=only, process_group=group)
             ok = 1
         except Exception as exc:  # damaged tensors found only while loading (DCP raises on every rank)
             meta, ok, last_error = {}, 0, " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -304,49 +236,44 @@ def build_model(cfg: ExperimentConfig, par, device: torch.device, plan: FitPlan)
 
 
 def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> None:
-    from dataload.loader import build_loader
+    from diffusion.encoders import DisjointFeed, EncoderService, LocalFeed, text_encoder_dir
+    from parallel.device import rank_device
 
     cfg: ExperimentConfig = from_dict(ExperimentConfig, cfg_dict)
     run = Path(plan.run)
-    from parallel.device import rank_device
-
     device = rank_device().device
     pc = cfg.parallel
+    # every rank builds every layout, in the same order (group creation is collective)
     par = build_parallel_state(pc.dp, pc.cp, pc.cp_mode, tp=pc.tp, cp_ulysses=pc.cp_ulysses, ranks=pc.backbone_ranks)
+    enc_layout = None
+    if pc.encoders == "disjoint":
+        from parallel.layout import ParallelLayout
+
+        enc_layout = ParallelLayout(name="encoders", dp=pc.encoder_ranks,
+                                    rank_offset=pc.backbone_ranks).build(backend=dist.get_backend())
     is_main = rank == 0
-
-    conditioner = Conditioner(cfg, text_encoder_path(run, cfg), device)
-    null_text = conditioner.encode_text([""])
+    end = plan.steps if plan.stop_after is None else min(plan.steps, plan.stop_after)
+    text_dir = text_encoder_dir(run, cfg)
     torch.manual_seed(cfg.train.seed)  # any global-RNG draw (LoRA dropout) starts alike on every rank
+    if enc_layout is not None and enc_layout.is_member:
+        service = EncoderService(cfg, plan.sources, device, text_dir, enc_layout)
+        _serve(service, cfg, plan, run, end)
+        return
+
+    feed = DisjointFeed(cfg, par, device) if enc_layout is not None else \
+        LocalFeed(cfg, plan.sources, par, device, text_dir)
     model = build_model(cfg, par, device, plan)
-    trainer = Trainer(model, cfg.train, cfg.flow, total_steps=plan.steps, par=par, null_text=null_text, device=device)
-
-    loader = build_loader(plan.sources, cfg.data, rank=par.dp_rank, world_size=par.dp_size)
-    val_batches = []
-    held_back = bool(cfg.train.val_data)
-    if cfg.train.val_every > 0:
-        # held-back folders when given (train.val_data / --val-data), else fixed batches of the training
-        # data under another shuffle seed (then the record says val_held_back: false)
-        val_sources = [(p, 1.0) for p in cfg.train.val_data] or plan.sources
-        val_cfg = from_dict(type(cfg.data), {**to_dict(cfg.data), "seed": cfg.data.seed + 7919,
-                                             "start": "center"})
-        val_loader = build_loader(val_sources, val_cfg, rank=par.dp_rank, world_size=par.dp_size)
-        val_stream = _batches(val_loader)
-        for _ in range(cfg.train.val_batches):
-            val_batches.append(conditioner(_next_usable(val_stream)[1]))
-
+    trainer = Trainer(model, cfg.train, cfg.flow, total_steps=plan.steps, par=par, null_text=feed.null_text,
+                      device=device)
+    backbone = par.layout.group(("tp", "cp", "dp")) if par.layout is not None else None
     start = 0
     metrics_path = run / "metrics.jsonl"
     state = {"nonfinite_steps": 0, "skipped_batches": 0}
     if plan.resume:
-        meta = _restore(trainer, plan.resume_from or [], is_main, _saved_tensors(cfg))
+        meta = _restore(trainer, plan.resume_from or [], is_main, _saved_tensors(cfg), backbone)
         start = int(meta["step"])
         state.update({k: int(v) for k, v in (meta.get("extra") or {}).items() if k in state})
-        if meta.get("loader") is not None:
-            try:
-                loader.load_state_dict(meta["loader"])
-            except ValueError as exc:  # other data or loader settings than the checkpoint's
-                raise UserError(f"--resume: {exc}") from exc
+        feed.load_loader_state(meta.get("loader"))
         if is_main:
             truncate_metrics(metrics_path, start)
     if dist.is_initialized():
@@ -356,17 +283,13 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
 
     monitor = TrainMonitor(run, enabled=is_main and cfg.train.tensorboard, start_step=start)  # RUN/tb/
     progress = _progress(is_main, start, plan.steps)
-    end = plan.steps if plan.stop_after is None else min(plan.steps, plan.stop_after)
-    stream = _batches(loader)
+    held_back = bool(cfg.train.val_data)
     in_a_row = 0
     with open(metrics_path, "a") if is_main else _null() as log:
         for step in range(start, end):
             t_data = time.perf_counter()
-            micro = []
-            for _ in range(cfg.train.grad_accum):  # one optimizer step over grad_accum loader batches
-                epoch, batch, skipped = _next_usable(stream)
-                state["skipped_batches"] += skipped
-                micro.append(conditioner(batch))
+            epoch, micro, skipped = feed.next_step()  # one optimizer step over grad_accum loader batches
+            state["skipped_batches"] += skipped
             t_data = time.perf_counter() - t_data
             metrics = trainer.train_step(step, micro if len(micro) > 1 else micro[0])
             metrics["data_time_s"] = t_data
@@ -387,27 +310,44 @@ def fit_rank(rank: int, world_size: int, *, cfg_dict: dict, plan: FitPlan) -> No
                 log.write(json.dumps(metrics) + "\n")
                 log.flush()
                 monitor.scalars(metrics)
-            if val_batches and done % cfg.train.val_every == 0:
-                val = trainer.eval_loss(val_batches)
+            if feed.val_batches and done % cfg.train.val_every == 0:
+                val = trainer.eval_loss(feed.val_batches)
                 if is_main:
                     log.write(json.dumps({"step": done, "val_loss": val, "val_held_back": held_back}) + "\n")
                     log.flush()
                     monitor.scalars({"step": done, "val_loss": val})
             if cfg.train.sample_every > 0 and done % cfg.train.sample_every == 0:
-                _write_samples(trainer, conditioner, cfg, run, done, is_main, monitor)
+                _write_samples(trainer, feed, cfg, run, done, is_main, monitor)
             if done % cfg.train.checkpoint_every == 0 or done == end:
                 if not trainer.weights_finite():
                     raise UserError(f"training stopped at step {done}: the weights are no longer finite; "
                                     "no checkpoint was written for this step; lower train.optim.lr")
                 save_checkpoint(run, done, model=trainer.model, optimizer=trainer.optimizer, ema=trainer.ema,
-                                scheduler=trainer.scheduler, loader_state=loader.state_dict(), extra=dict(state),
-                                only=_saved_tensors(cfg))
+                                scheduler=trainer.scheduler, loader_state=feed.loader_state(), extra=dict(state),
+                                only=_saved_tensors(cfg), process_group=backbone)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}")
     if progress is not None:
         progress.close()
     monitor.close()
+
+
+def _serve(service, cfg: ExperimentConfig, plan: FitPlan, run: Path, end: int) -> None:
+    """A disjoint encoder rank's run: stream batches ahead, take part in every checkpoint (its loader
+    state is its part of the record) and in the collectives of the backbone's restore."""
+    start = 0
+    if plan.resume:
+        meta = _restore(None, plan.resume_from or [], False)
+        start = int(meta["step"])
+        service.load_loader_state(meta.get("loader"))
+    dist.barrier()
+    for step in range(start, end):
+        service.step()
+        done = step + 1
+        if done % cfg.train.checkpoint_every == 0 or done == end:
+            save_checkpoint(run, done, model=None, optimizer=None, loader_state=service.loader_state())
+    service.finish()
 
 
 class _null:
@@ -426,13 +366,14 @@ def _progress(is_main: bool, start: int, total: int):
     return tqdm(total=total, initial=start, desc="train", unit="step")
 
 
-def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentConfig, run: Path, step: int,
+def _write_samples(trainer: Trainer, feed, cfg: ExperimentConfig, run: Path, step: int,
                    is_main: bool, monitor=None) -> None:
     """Sample the training prompts with the EMA weights (every rank takes part: FSDP and CP are collective)."""
     from diffusion.generate import sample_latents, write_video
 
     prompts = cfg.train.sample_prompts or [""]
     model = trainer.model
+    vae = feed.vae if feed.vae is not None else feed.decoder()
     backup = None
     if trainer.ema is not None:
         backup = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -440,11 +381,10 @@ def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentCo
     model.eval()
     try:
         for k, prompt in enumerate(prompts):
-            latents = sample_latents(model, conditioner.text_encoder, conditioner.vae, cfg, prompt=prompt,
-                                     device=trainer.device, dtype=trainer.dtype,
-                                     frames=cfg.train.sample_frames or None)
+            latents = sample_latents(model, _FeedText(feed), vae, cfg, prompt=prompt, device=trainer.device,
+                                     dtype=trainer.dtype, frames=cfg.train.sample_frames or None)
             if is_main:
-                video = conditioner.vae.decode(latents.float())
+                video = vae.decode(latents.float())
                 out = run / "samples" / f"step-{step:07d}-{k}.mp4"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 write_video(video[0], out, fps=_fps(cfg))
@@ -459,6 +399,16 @@ def _write_samples(trainer: Trainer, conditioner: Conditioner, cfg: ExperimentCo
             with torch.no_grad():
                 for n, p in model.named_parameters():
                     p.copy_(backup[n])
+
+
+class _FeedText:
+    """The text-encoder interface of sample_latents, answered by the feed (which may hold no encoder)."""
+
+    def __init__(self, feed):
+        self.feed = feed
+
+    def encode(self, prompts: list[str]):
+        return self.feed.encode_prompt(prompts[0])
 
 
 def _fps(cfg: ExperimentConfig) -> float:

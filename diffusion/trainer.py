@@ -97,6 +97,11 @@ class ParallelState:
     def grad_group(self):
         return None if self.mesh is None else self.mesh.get_group()
 
+    @property
+    def backbone_group(self):
+        """Every rank of the model (dp x cp x tp)."""
+        return None if self.layout is None else self.layout.group(("tp", "cp", "dp"))
+
 
 def build_parallel_state(dp: int, cp: int, cp_mode: str = "ulysses", tp: int = 1, cp_ulysses: int = 2,
                          ranks: int | None = None) -> ParallelState:
@@ -302,8 +307,8 @@ class Trainer:
         for p in self.model.parameters():
             local = p.to_local() if isinstance(p, DTensor) else p
             bad += (~torch.isfinite(local)).sum().double().cpu()
-        if self.par.grad_group is not None:
-            dist.all_reduce(bad, group=self.par.grad_group)
+        if self.par.backbone_group is not None:
+            dist.all_reduce(bad, group=self.par.backbone_group)
         return float(bad) == 0.0
 
     @torch.no_grad()

@@ -214,7 +214,7 @@ class P2PBoundary:
                 raise BoundaryError(f"fan-out by {rt.src_parts}: batch {x.shape[0]} does not divide")
             per = x.shape[0] // rt.src_parts
             piece = x.detach().narrow(0, rt.src_piece * per, per).to(self.device, self.dtype or x.dtype).contiguous()
-            header = _header(piece.shape, piece.dtype, self.device)
+            header = tensor_header(piece.shape, piece.dtype, self.device)
             peer = self._dst_leader(rt.dst_lane)
             ops.append(dist.P2POp(dist.isend, header, peer, tag=self._tag(mb, 0, i)))
             ops.append(dist.P2POp(dist.isend, piece, peer, tag=self._tag(mb, 1, i)))
@@ -232,18 +232,18 @@ class P2PBoundary:
             headers = {i: torch.empty(_HEADER, dtype=torch.int64, device=self.device) for i, _ in mine}
             _wait(dist.batch_isend_irecv([dist.P2POp(dist.irecv, headers[i], self._src_leader(rt.src_lane),
                                                      tag=self._tag(mb, 0, i)) for i, rt in mine]))
-            bufs = {i: _empty(headers[i], self.device) for i, _ in mine}
+            bufs = {i: empty_from_header(headers[i], self.device) for i, _ in mine}
             _wait(dist.batch_isend_irecv([dist.P2POp(dist.irecv, bufs[i], self._src_leader(rt.src_lane),
                                                      tag=self._tag(mb, 1, i)) for i, rt in mine]))
             data = torch.cat([bufs[i] for i, _ in sorted(mine, key=lambda m: m[1].dst_order)], dim=0)
-            header = _header(data.shape, data.dtype, self.device)
+            header = tensor_header(data.shape, data.dtype, self.device)
         else:
             header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
         root = self._dst_leader(lane)
         if dist.get_world_size(group) > 1:
             dist.broadcast(header, root, group=group)
             if not leader:
-                data = _empty(header, self.device)
+                data = empty_from_header(header, self.device)
             dist.broadcast(data, root, group=group)
             if leader:  # the leader feeds the lane (a tree or ring broadcast sends about this much)
                 self._count(header, data)
@@ -310,7 +310,7 @@ class _P2PRecv(torch.autograd.Function):
         return None, None, None, None
 
 
-def _header(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def tensor_header(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The handshake: dtype code, ndim, dims."""
     if len(shape) > _HEADER - 2:
         raise BoundaryError(f"boundary tensors have at most {_HEADER - 2} dims, got {len(shape)}")
@@ -323,7 +323,7 @@ def _header(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return h.to(device)
 
 
-def _empty(header: torch.Tensor, device: torch.device) -> torch.Tensor:
+def empty_from_header(header: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A receive buffer for what the header announces."""
     h = header.cpu()
     n = int(h[1])

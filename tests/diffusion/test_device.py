@@ -13,7 +13,8 @@ def _job_body(rank, world_size, text_dir):
     import torch.distributed as dist
 
     from diffusion.config import tiny
-    from diffusion.fit import Conditioner, FitPlan, build_model
+    from diffusion.encoders import Conditioner
+    from diffusion.fit import FitPlan, build_model
     from diffusion.trainer import Trainer, build_parallel_state
     from parallel.device import rank_device
 

@@ -17,8 +17,6 @@ import tempfile
 import traceback
 from typing import Any, Callable
 
-import torch.multiprocessing as mp
-
 PG_TIMEOUT_S = 60
 
 
@@ -26,10 +24,12 @@ class RankFailure(AssertionError):
     pass
 
 
-def _worker(rank, world_size, init_file, fn, kwargs, queue, threads):
+def _worker(rank, world_size, init_file, fn, kwargs, queue, threads, env):
     import torch
     import torch.distributed as dist
 
+    os.environ.clear()  # the test's environment now, not the one the fork server started with
+    os.environ.update(env)
     torch.set_num_threads(threads)
     os.environ["RANK"] = str(rank)
     os.environ["WORLD_SIZE"] = str(world_size)
@@ -54,12 +54,15 @@ def _worker(rank, world_size, init_file, fn, kwargs, queue, threads):
 def run_ranks(fn: Callable[..., Any], world_size: int, kwargs: dict | None = None,
               deadline_s: float = 3 * PG_TIMEOUT_S, threads: int = 1) -> list[Any]:
     """Run fn(rank, world_size, **kwargs) on world_size gloo ranks; return each rank's result, in order."""
-    ctx = mp.get_context("spawn")
+    from diffusion.launch import rank_context  # a fork server with the heavy imports done once
+
+    ctx = rank_context()
     queue = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "pg_init")
         procs = [
-            ctx.Process(target=_worker, args=(r, world_size, init_file, fn, kwargs or {}, queue, threads),
+            ctx.Process(target=_worker, args=(r, world_size, init_file, fn, kwargs or {}, queue, threads,
+                                              dict(os.environ)),
                         daemon=True)
             for r in range(world_size)
         ]
