@@ -129,10 +129,12 @@ def run_models(args) -> BenchResult:
     """Clips per second of each model stage on clips of a synthetic video (frame decoding included)."""
     import torch
 
-    from curate.models.config import ModelsConfig
-    from curate.models.stages import CaptionModelStage, ClipScoreStage
-    from curate.models.tiny import save_aesthetic_head, save_tiny_clip, save_tiny_qwen2vl
-    from curate.stage import Clip, SourceTask
+    from curate.config import ModelsConfig
+    from curate.stages.clip_scores.stage import ClipScoreStage
+    from curate.stages.clip_scores.tiny import save_aesthetic_head, save_tiny_clip
+    from curate.stages.vlm_caption.stage import CaptionModelStage
+    from curate.stages.vlm_caption.tiny import save_tiny_qwen2vl
+    from curate.task import Clip, SourceTask
     from dataload.synthetic import Shot, make_video
 
     root = Path(tempfile.mkdtemp(prefix="bench_models_"))
@@ -159,7 +161,7 @@ def run_models(args) -> BenchResult:
             return t
 
         rows = []
-        for stage in (ClipScoreStage(cfg), CaptionModelStage(cfg)):
+        for stage in (ClipScoreStage(cfg.clip, cfg.aesthetic, cfg.embedding), CaptionModelStage(cfg.vlm)):
             stage.setup()
             stage.process([task()])  # warm-up (kernels, caches)
             times = time_interleaved({stage.name: lambda s=stage: s.process([task()])}, repeats=args.repeats,

@@ -1,5 +1,7 @@
 """The frozen synthetic set of the `split` benchmark (and of the split tests): seeded videos with exact
-ground truth covering hard cuts, fades through black, dissolves, fast camera motion and flashes.
+ground truth covering hard cuts, fades through black, dissolves, fast camera motion and flashes: near-white
+ones, and brief brightenings of the whole picture (gain, lift, gamma) or of part of it (a spot, a ramp from
+one edge), one to three frames long, over still and moving shots, beside cuts, fades and dissolves.
 
 Counts, seeds, lengths and transition lengths are fixed here; changing them changes the benchmark.
 """
@@ -59,6 +61,24 @@ def synthetic_specs() -> list[SynthSpec]:
             S("pan", 45, 64, speed=6, direction=135), S("static", 30, 65, brightness=0.3),
             S("shake", 35, 66, flash_at=(12,)), S("texture", 40, 67), S("pan", 40, 68, speed=2)),
             (T("dissolve", 16), _cut(), T("fade", 20), _cut(), T("dissolve", 8), T("fade", 6), _cut()), 16),
+        SynthSpec("flashes_still", (
+            S("static", 50, 71, flash_at=(12, 33), flash_len=1, flash_kind="gain", flash_strength=0.7),
+            S("texture", 50, 72, flash_at=(20,), flash_len=2, flash_kind="spot", flash_strength=0.8),
+            S("objects", 55, 73, flash_at=(10, 35), flash_len=3, flash_kind="lift", flash_strength=0.5),
+            S("static", 45, 74, flash_at=(22,), flash_len=2, flash_kind="side", flash_strength=0.7),
+            S("texture", 50, 75, brightness=0.5, flash_at=(15, 36), flash_len=1, flash_kind="gamma",
+              flash_strength=0.6)),
+            (_cut(), T("fade", 12), _cut(), T("dissolve", 10)), 17),
+        SynthSpec("flashes_moving", (
+            S("pan", 50, 81, speed=5, flash_at=(20,), flash_len=2, flash_kind="gain", flash_strength=0.5),
+            S("zoom", 55, 82, flash_at=(12, 38), flash_len=1, flash_kind="spot", flash_strength=0.9),
+            S("shake", 50, 83, flash_at=(24,), flash_len=3, flash_kind="gamma", flash_strength=0.5),
+            S("objects", 50, 84, speed=5, flash_at=(15,), flash_len=2, flash_kind="side", flash_strength=0.8),
+            S("pan", 55, 85, speed=9, direction=200, flash_at=(10, 36), flash_len=3, flash_kind="lift",
+              flash_strength=0.4),
+            S("pan", 45, 86, speed=3, direction=60, flash_at=(20,), flash_len=1, flash_kind="spot",
+              flash_strength=0.6)),
+            (T("dissolve", 12), _cut(), T("fade", 10), _cut(), T("dissolve", 8)), 18),
     ]
 
 

@@ -8,19 +8,20 @@ an internal error, exit 1, one line (VFM_DEBUG=1 shows the traceback).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from curate.commands import probe, report, run, scenes
 from curate.errors import CurateError
 from dataload.errors import VideoError
 
-# name -> (module, one-line help). Each module has add_arguments(parser) and run(args) -> exit code.
+# name -> (module, one-line help). Each module has add_arguments(parser) and run(args) -> exit code, and
+# imports what its work needs (PyAV, numpy, torch...) inside run(), so `--help` starts at once.
 SUBCOMMANDS = {
-    "run": ("curate.commands.run", "curate videos into clips, shards, parquet and a report"),
-    "probe": ("curate.commands.probe", "show what the reader sees in one video"),
-    "scenes": ("curate.commands.scenes", "print the shot boundaries of videos"),
-    "report": ("curate.commands.report", "(re)write OUT/report.md from the parquet files"),
+    "run": (run, "curate videos into clips, shards, parquet and a report"),
+    "probe": (probe, "show what the reader sees in one video"),
+    "scenes": (scenes, "print the shot boundaries of videos"),
+    "report": (report, "(re)write OUT/report.md from the parquet files"),
 }
 
 
@@ -37,14 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw videos into curated, captioned clips in WebDataset shards.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # subcommand not built yet
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
@@ -62,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         command = f"vfm-curate {args.command}"
-        module = getattr(args, "_module", None)
-        if module is None:
-            parser.error(f"'{args.command}' is not available in this build")
-        return int(module.run(args) or 0)
+        return int(args._module.run(args) or 0)
     except (CurateError, VideoError) as exc:
         print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -1,32 +1,31 @@
-"""A pipeline: the ordered stages of a run plus the dataset-level steps that run at the barrier.
+"""A pipeline: the ordered per-source stages of a run plus the dataset steps that run at the barrier.
 
-Per-source stages run in any executor; dataset steps (`DatasetStep`) run once in the driver after every
-source is committed, before shards are written — cross-dataset work (dedup) goes there because it needs
-every clip scored first.
+The stage list is explicit and its imports direct (a stage that does not import is an error, never a
+silent skip): probe, split, filter, caption, [clip_scores], [vlm_caption], transcode, commit; then, at
+the barrier, [dedup]. Bracketed stages run when their config section is enabled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
 
-from curate.stage import Clip, SourceTask, Stage
-
-if TYPE_CHECKING:
-    from curate.config import CurateConfig
-
-
-class DatasetStep(Protocol):
-    """A barrier step: sees every committed source (in input order) and may reject clips."""
-
-    name: str
-
-    def __call__(self, tasks: list[SourceTask]) -> None: ...
+from curate.config import CurateConfig
+from curate.stages.caption.stage import TimedTextCaptionStage
+from curate.stages.clip_scores.stage import ClipScoreStage
+from curate.stages.commit.stage import CommitStage
+from curate.stages.dedup.step import DedupStep
+from curate.stages.filters.stage import FilterStage
+from curate.stages.probe.stage import ProbeStage
+from curate.stages.split.stage import SplitStage
+from curate.stages.transcode.encode import ClipEncoder
+from curate.stages.transcode.stage import TranscodeStage
+from curate.stages.vlm_caption.stage import CaptionModelStage
+from curate.step import DatasetStep, PipelineStep
 
 
 @dataclass
 class Pipeline:
-    stages: list[Stage]
+    stages: list[PipelineStep]
     dataset_steps: list[DatasetStep] = field(default_factory=list)
 
     @property
@@ -34,47 +33,23 @@ class Pipeline:
         return [s.name for s in self.stages]
 
 
-# Extra builders registered by optional stage families (model stages, dedup): each takes the config and
-# returns (stages to insert before transcode, dataset steps). Explicit list, no import-time side effects.
-StageFactory = Callable[["CurateConfig"], tuple[list[Stage], list[DatasetStep]]]
-
-
-def model_stage_factories() -> list[StageFactory]:
-    """Where model stages plug in (captioning models, aesthetics, embeddings, dedup)."""
-    factories: list[StageFactory] = []
-    try:  # helper-owned optional package; absent in a minimal build
-        from curate.models.stages import build_model_stages  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        factories.append(build_model_stages)
-    return factories
-
-
 def build_pipeline(config: CurateConfig, out_dir: str) -> Pipeline:
-    """The standard pipeline: probe, split, filters, captions, [model stages], transcode, commit."""
-    from curate.stages.caption import TimedTextCaptionStage
-    from curate.stages.commit import CommitStage
-    from curate.stages.filters import FilterStage
-    from curate.stages.probe import ProbeStage
-    from curate.stages.split import SplitStage
-    from curate.stages.transcode import TranscodeStage
-
-    stages: list[Stage] = [
-        ProbeStage(config.probe),
-        SplitStage(config.split),
-        FilterStage(config.filters),
+    models = config.models
+    split = SplitStage(config.split)
+    # Between the filters and the transcoder only the CLIP scores stage can still reject a clip (captions
+    # never do): without it, the filter stage encodes the clips it keeps while it decodes them.
+    rejects_later = models.aesthetic.enabled
+    encoder = None if rejects_later else ClipEncoder(config.transcode)
+    stages: list[PipelineStep] = [
+        ProbeStage(config.probe, analysis_width=split.analysis_width),
+        split,
+        FilterStage(config.filters, encoder=encoder),
         TimedTextCaptionStage(config.captions),
     ]
-    steps: list[DatasetStep] = []
-    for factory in model_stage_factories():
-        more_stages, more_steps = factory(config)
-        stages.extend(more_stages)
-        steps.extend(more_steps)
-    stages.append(TranscodeStage(config.transcode))
-    stages.append(CommitStage(out_dir))
+    if models.aesthetic.enabled or models.embedding.enabled:
+        stages.append(ClipScoreStage(models.clip, models.aesthetic, models.embedding))
+    if models.vlm.enabled:
+        stages.append(CaptionModelStage(models.vlm))
+    stages += [TranscodeStage(config.transcode), CommitStage(out_dir)]
+    steps: list[DatasetStep] = [DedupStep(models.dedup)] if models.dedup.enabled else []
     return Pipeline(stages=stages, dataset_steps=steps)
-
-
-def kept(tasks: list[SourceTask]) -> list[Clip]:
-    return [c for t in tasks for c in t.clips if c.active]

@@ -4,25 +4,27 @@ then the barrier (dataset steps), outputs and report. Resumable: committed sourc
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from curate.config import CurateConfig
+from curate.config import CurateConfig, default_config, read_config_file
 from curate.errors import CurateError, writing
+from curate.executors import make_executor
 from curate.ids import path_text, source_key
-from curate.ingest import SourceInput, expand_inputs
 from curate.pipeline import Pipeline, build_pipeline
-from curate.report import write_report
-from curate.stage import DONE, FAILED, KEPT, SKIPPED, SourceTask
-from curate.state import atomic_write_text, clean_tmp, commit_task, load_committed, lock_out, new_work_dir
-from curate.write import write_outputs
-from dataload.files import read_regular
+from curate.stages.ingest.expand import SourceInput, expand_inputs
+from curate.stages.write.outputs import write_outputs
+from curate.stages.write.report import write_report
+from curate.state import clean_tmp, commit_task, load_committed, lock_out, new_work_dir
+from curate.task import DONE, FAILED, KEPT, SKIPPED, SourceTask
+from curate.typed_config import apply
+from dataload.files import atomic_write_text
 
 
 @dataclass
@@ -56,15 +58,24 @@ def _ours(name: str) -> bool:
 def _previous_config(cfg_path: Path) -> dict | None:
     """The config a folder's config.yaml describes, keys it lacks taking today's defaults (so a key added
     later with a default that keeps the old behaviour does not orphan older runs); None if unreadable."""
-    from curate.config import MAX_CONFIG_BYTES, _apply, default_config
-
     try:
-        data = yaml.safe_load(read_regular(cfg_path, "config file", MAX_CONFIG_BYTES).decode("utf-8"))
         previous = default_config()
-        _apply(previous, data, "")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, CurateError):
+        apply(previous, read_config_file(cfg_path))
+    except CurateError:
         return None
     return previous.to_dict()
+
+
+def _size(src: SourceInput) -> int:
+    try:
+        return os.stat(src.local_path).st_size if src.local_path else 0
+    except OSError:
+        return 0  # the probe stage reports what is wrong with it
+
+
+def _prepare_outputs() -> None:
+    """Import what writing the outputs needs (parquet: a quarter of a second)."""
+    import pyarrow.parquet  # noqa: F401
 
 
 def check_out(out: Path, cfg: CurateConfig) -> None:
@@ -90,20 +101,6 @@ def prepare_out(out: Path, cfg: CurateConfig) -> None:
         if not cfg_path.is_file():
             with writing(cfg_path):
                 atomic_write_text(cfg_path, cfg.to_yaml())
-
-
-def make_executor(name: str, workers: int, ray_address: str | None):
-    if name == "local":
-        from curate.executors.local import LocalExecutor
-
-        return LocalExecutor(workers=workers)
-    if name == "ray":
-        try:
-            from curate.executors.ray_executor import RayExecutor  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise CurateError(f"the ray executor is not available: {exc}") from None
-        return RayExecutor(address=ray_address, workers=workers)
-    raise CurateError(f"unknown executor {name!r} (local or ray)")
 
 
 class _Progress:
@@ -135,7 +132,7 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
     out = Path(out)
     sources = expand_inputs(inputs, cfg.ingest)  # a missing input stops here, before any work
     if cfg.transcode.encoder == "nvenc":
-        from curate.transcode import nvenc_available
+        from curate.stages.transcode.encode import nvenc_available
 
         if not nvenc_available():
             raise CurateError("transcode.encoder=nvenc, but no ffmpeg with a working h264_nvenc is present")
@@ -174,15 +171,20 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
                 task = SourceTask(index=i, source=src.source, key=keys[i])
                 task.fail(src.error)
                 commit_task(out, task)
-    runnable = [(i, src) for i, src in todo if src.error is None]
+    # Largest files first: the last sources to finish are then small ones, so no worker idles long at the
+    # end while another finishes a big one (outputs follow the input order whatever the processing order).
+    runnable = sorted(((i, src, _size(src)) for i, src in todo if src.error is None), key=lambda r: -r[2])
 
     def tasks() -> Iterator[SourceTask]:  # lazy: work dirs appear only as sources enter the pipeline
-        for i, src in runnable:
+        for i, src, size in runnable:
             key = keys[i]
             with writing(out / "_state"):
                 work_dir = new_work_dir(out, key)
             yield SourceTask(index=i, source=src.source, key=key, local_path=src.local_path,
-                             caption_path=src.caption_path, work_dir=work_dir)
+                             caption_path=src.caption_path, work_dir=work_dir, size_bytes=size)
+        # Every source is handed out: the driver waits for the last ones, so it prepares the barrier's
+        # imports meanwhile (on a core the last workers leave free).
+        threading.Thread(target=_prepare_outputs, name="vfm-prepare-outputs", daemon=True).start()
 
     def on_result(task: SourceTask) -> None:
         if not Path(task.work_dir or "").is_relative_to(out / "_state" / "sources"):

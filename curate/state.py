@@ -20,8 +20,8 @@ from typing import Any
 
 from curate.errors import CurateError, writing
 from curate.ids import path_text
-from curate.stage import Clip, SourceTask
-from dataload import files as _files
+from curate.task import DONE, Clip, SourceTask
+from dataload.files import atomic_write_text, read_regular, swap_dir
 from dataload.lock import FolderLock, FolderLockedError
 
 
@@ -57,22 +57,21 @@ def new_work_dir(out: str | Path, key: str) -> str:
     return str(path)
 
 
-# One implementation of atomic writes for the whole project (a temporary file beside the target, removed
-# on failure, renamed into place once complete): re-exported here for curate's modules.
-atomic_write_bytes = _files.atomic_write_bytes
-atomic_write_text = _files.atomic_write_text
-
-
 def task_to_dict(task: SourceTask) -> dict[str, Any]:
-    return dataclasses.asdict(task)
+    record = dataclasses.asdict(dataclasses.replace(task, analysis=None))
+    del record["analysis"]  # per worker only
+    return record
 
 
 def task_from_dict(data: dict[str, Any]) -> SourceTask:
     data = dict(data)
     clips = [Clip(**c) for c in data.pop("clips", [])]
     names = {f.name for f in dataclasses.fields(SourceTask)}
-    task = SourceTask(**{k: v for k, v in data.items() if k in names})
+    task = SourceTask(**{k: v for k, v in data.items() if k in names and k != "analysis"})
     task.clips = clips
+    if task.status == DONE:  # records of earlier versions left the verdict to the writer
+        for clip in clips:
+            clip.keep()
     return task
 
 
@@ -91,13 +90,8 @@ def commit_task(out: str | Path, task: SourceTask) -> Path:
     atomic_write_text(work / "record.json", json.dumps(record, sort_keys=True))
     final = sources_dir(out) / task.key
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():  # a retried source (an earlier failure): swap the old commit out first
-        old = tmp_dir(out) / f"old-{task.key}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-        os.replace(work, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, final)
+    # a retried source (an earlier failure) has an old commit: swapped out, then removed
+    swap_dir(work, final, tmp_dir(out) / f"old-{task.key}-{uuid.uuid4().hex[:8]}")
     task.work_dir = str(final)
     return final
 
@@ -113,7 +107,7 @@ def load_committed(out: str | Path, key: str) -> SourceTask | None:
     if not path.is_file():
         return None
     try:
-        task = task_from_dict(json.loads(_files.read_regular(path, "record", MAX_RECORD_BYTES)))
+        task = task_from_dict(json.loads(read_regular(path, "record", MAX_RECORD_BYTES)))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
     task.work_dir = str(path.parent)

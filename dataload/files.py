@@ -177,6 +177,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def swap_dir(built: str | os.PathLike, final: str | os.PathLike, trash: str | os.PathLike) -> None:
+    """Put the finished folder `built` at `final` by renames only: a folder already at `final` is moved to
+    `trash` first and deleted afterwards. A kill at any moment leaves `final` whole, old or new (or, for a
+    moment between the two renames, absent, with the old one whole at `trash`)."""
+    final, trash = Path(final), Path(trash)
+    import shutil
+
+    shutil.rmtree(trash, ignore_errors=True)
+    if final.exists():
+        os.replace(final, trash)
+    os.replace(built, final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
     with atomic_output(path, fsync=fsync) as f:
         f.write(data)
@@ -187,6 +201,6 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True)
 
 
 __all__ = ["FileTooLargeError", "NotRegularFileError", "atomic_output", "atomic_path", "atomic_write_bytes",
-           "atomic_write_text",
+           "atomic_write_text", "swap_dir",
            "describe_os_error", "file_kind", "open_regular", "read_regular", "read_regular_text",
            "regular_file_size"]

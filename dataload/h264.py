@@ -1,5 +1,5 @@
-"""The project's H.264 writer (PyAV/libx264): curated clips, generated videos and synthetic test videos
-are all encoded here, with the options that make the same frames give the same bytes.
+"""The project's video writer (PyAV): curated clips, generated videos and synthetic test videos are all
+encoded here; H.264 with the options that make the same frames give the same bytes.
 
 Determinism: threads are pinned (1 by default), and x264's CPU features are pinned to at most AVX2. With
 AVX-512 enabled, the libx264 that PyAV bundles gives different bytes for the same frames from one
@@ -10,6 +10,7 @@ AVX2 agree too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections.abc import Iterable
@@ -57,43 +58,116 @@ def x264_options(crf: int, preset: str, threads: int = 1) -> dict[str, str]:
     return opts
 
 
+# container format by file suffix (writes go to a temporary name, whose suffix says nothing)
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
+            ".ts": "mpegts", ".flv": "flv", ".ogv": "ogg", ".mpg": "mpeg", ".mpeg": "mpeg", ".y4m": "yuv4mpegpipe"}
+
+
+class VideoWriter:
+    """RGB frames encoded into a video file frame by frame (any PyAV encoder and container): `write_pts`
+    each frame, then `close()` (flush, rename into place) or `abort()` (nothing stays). Written under a
+    temporary name. Odd sizes are padded to even by repeating the last row/column (yuv420p needs even).
+    H264Writer is the project's H.264 configuration of it; dataload.synthetic makes test videos with it."""
+
+    def __init__(self, path: str | os.PathLike, *, codec: str, rate: Fraction, time_base: Fraction,
+                 options: dict[str, str], pix_fmt: str = "yuv420p", threads: int = 1, container: str | None = None,
+                 stream_time_base: bool = False):
+        import av
+
+        self._av = av
+        self.codec, self.rate, self.time_base, self.pix_fmt = codec, rate, time_base, pix_fmt
+        self.options, self.threads, self.stream_time_base = options, threads, stream_time_base
+        fmt = container or _FORMATS.get(Path(path).suffix.lower())
+        if fmt is None:
+            raise ValueError(f"no container format known for {Path(path).name!r}")
+        self._stream = None
+        self._files = contextlib.ExitStack()
+        try:  # the container closes before the temporary file is renamed (the stack unwinds in reverse)
+            tmp = self._files.enter_context(atomic_path(path))
+            self._out = self._files.enter_context(av.open(str(tmp), "w", format=fmt))
+        except BaseException:
+            self._files.close()
+            raise
+
+    def _open_stream(self, w: int, h: int):
+        st = self._out.add_stream(self.codec, rate=self.rate)
+        st.width, st.height, st.pix_fmt = w + w % 2, h + h % 2, self.pix_fmt
+        st.codec_context.thread_count = self.threads
+        st.codec_context.time_base = self.time_base
+        if self.stream_time_base:
+            st.time_base = self.time_base
+        st.options = self.options
+        return st
+
+    def write_pts(self, pts: int, arr: np.ndarray) -> None:
+        """One RGB uint8 frame at `pts` (in `time_base` units)."""
+        h, w = arr.shape[:2]
+        st = self._stream
+        if st is None:
+            st = self._stream = self._open_stream(w, h)
+        if (h + h % 2, w + w % 2) != (st.height, st.width):
+            raise ValueError(f"frame size {w}x{h} differs from the first frame's {st.width}x{st.height}")
+        if h % 2 or w % 2:
+            arr = np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        frame.pts, frame.time_base = pts, self.time_base
+        for pkt in st.encode(frame):
+            self._out.mux(pkt)
+
+    def close(self) -> None:
+        """Flush the encoder and put the file in place."""
+        try:
+            if self._stream is None:
+                raise ValueError("a video file needs at least one frame")
+            for pkt in self._stream.encode():
+                self._out.mux(pkt)
+        except BaseException as exc:
+            self._files.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._files.close()
+
+    def abort(self) -> None:
+        """Discard the file (nothing is left under either name)."""
+        err = RuntimeError("aborted")
+        self._files.__exit__(RuntimeError, err, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class H264Writer(VideoWriter):
+    """The project's H.264 (libx264, yuv420p, pinned options: the same frames give the same bytes):
+    `write(time_s, rgb)` for each frame, times relative to the first frame, on the 90 kHz MPEG clock."""
+
+    def __init__(self, path: str | os.PathLike, *, fps: float, crf: int = 18, preset: str = "medium",
+                 threads: int = 1, container: str = "mp4"):
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        super().__init__(path, codec="libx264", rate=rate, time_base=TIME_BASE,
+                         options=x264_options(crf, preset, threads), threads=threads, container=container)
+        self.written: list[float] = []  # frame times on the 1/90000 s clock
+        self._last_pts = -1
+
+    def write(self, t: float, arr: np.ndarray) -> None:
+        pts = max(int(round(t / TIME_BASE)), self._last_pts + 1)  # strictly increasing, even for odd stamps
+        self.write_pts(pts, arr)
+        self._last_pts = pts
+        self.written.append(float(pts * TIME_BASE))
+
+
 def encode_h264(frames: Iterable[tuple[float, np.ndarray]], path: str | os.PathLike, *, fps: float, crf: int = 18,
                 preset: str = "medium", threads: int = 1, container: str = "mp4") -> list[float]:
     """Encode (time_s, RGB uint8 frame) pairs, times relative to the first frame, as yuv420p H.264 into
-    `path` (written under a temporary name, renamed when complete). Odd sizes are padded to even by
-    repeating the last row/column. Returns the frame times written (on the 1/90000 s clock)."""
-    import av
-
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-    written: list[float] = []
-    last_pts = -1
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format=container) as out:
-            st = None
-            for t, arr in frames:
-                h, w = arr.shape[:2]
-                if st is None:
-                    st = out.add_stream("libx264", rate=rate)
-                    st.width, st.height, st.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-                    st.codec_context.thread_count = threads
-                    st.codec_context.time_base = TIME_BASE
-                    st.options = x264_options(crf, preset, threads)
-                if (h + h % 2, w + w % 2) != (st.height, st.width):
-                    raise ValueError(f"frame size {w}x{h} differs from the first frame's {st.width}x{st.height}")
-                if h % 2 or w % 2:
-                    arr = np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-                pts = max(int(round(t / TIME_BASE)), last_pts + 1)  # strictly increasing, even for odd stamps
-                frame.pts, frame.time_base = pts, TIME_BASE
-                last_pts = pts
-                written.append(float(pts * TIME_BASE))
-                for pkt in st.encode(frame):
-                    out.mux(pkt)
-            if st is None:
-                raise ValueError("encode_h264 needs at least one frame")
-            for pkt in st.encode():
-                out.mux(pkt)
-    return written
+    `path` (see H264Writer). Returns the frame times written (on the 1/90000 s clock)."""
+    with H264Writer(path, fps=fps, crf=crf, preset=preset, threads=threads, container=container) as out:
+        for t, arr in frames:
+            out.write(t, arr)
+    return out.written
 
 
 def encode_frames(frames: np.ndarray, path: str | os.PathLike, *, fps: float, crf: int = 18,

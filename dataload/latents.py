@@ -31,13 +31,15 @@ from av.video.reformatter import VideoReformatter
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from dataload.clip_record import check_clip_facts
 from dataload.errors import ShardError, VideoError
 from dataload.files import atomic_write_bytes, atomic_write_text, describe_os_error, read_regular
 from dataload.loader.config import LoaderConfig
 from dataload.loader.decode import decode_clip
 from dataload.loader.plan import assign_bucket
 from dataload.loader.sources import LATENT_MEMBER, LATENT_TENSORS, resolve_source
-from dataload.shards import ShardWriter, check_clip_facts, loads_strict, parse_json_member, read_shard
+from dataload.shards import ShardWriter, read_shard
+from dataload.strict_json import loads_strict, parse_json_member
 
 MAX_STATE_BYTES = 16 << 20
 

@@ -4,6 +4,7 @@
         r.info                                   # VideoInfo (one decoding pass, cached)
         r.read(start_s=2, end_s=4, fps=8, size=(224, -1))   # (T, H, W, 3) uint8, display orientation
         r.read(luma=True, size=(-1, 64))         # (T, h, 64) luma, no RGB conversion (analysis path)
+        r.read_array(luma=True, size=(-1, 64))   # the same as a numpy array (torch is never imported)
         for i, t, frame in r.iter_frames(luma=True, size=(36, 64)): ...
 
 Frames are numbered as decoded; times are seconds from the first frame (DESIGN.md section 2).
@@ -13,15 +14,19 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
+from dataload.backends.frame_convert import FrameConverter
 from dataload.backends.pyav import PyAVSource, resolve_size
+from dataload.backends.pyav_reads import Decoded
 from dataload.backends.selection import GridSelector
 from dataload.errors import VideoError
 from dataload.video_info import VideoInfo, display_size
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: analysis reads start without it
+    import torch
 
 BACKENDS = ("auto", "pyav", "decord", "dali")
 
@@ -110,6 +115,16 @@ class VideoReader:
         out: a uint8 tensor with room for the frames (first dimension >= T) to fill instead of
         allocating; the result is then `out[:T]`. Reusing one across reads avoids touching fresh memory.
         """
+        import torch  # here, not at import: analysis paths (read_array) never need it
+
+        arr = self.read_array(start_s=start_s, end_s=end_s, fps=fps, num_frames=num_frames, indices=indices,
+                              size=size, luma=luma, out=None if out is None else out.numpy())
+        return out[: arr.shape[0]] if out is not None else torch.from_numpy(arr)
+
+    def read_array(self, *, start_s: float | None = None, end_s: float | None = None, fps: float | None = None,
+                   num_frames: int | None = None, indices=None, size=None, luma: bool = False,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        """`read` as a numpy array (`out`, when given, a uint8 array to fill)."""
         start, end = _check_range(start_s, end_s)
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be positive, got {fps}")
@@ -127,9 +142,7 @@ class VideoReader:
             if hasattr(src, "read_all"):
                 arr = src.read_all(start, end, size, luma, out)
                 self._note_errors(src)
-                if arr is None:
-                    return self._stack([], size, luma, out)
-                return out[: arr.shape[0]] if out is not None else torch.from_numpy(arr)
+                return self._stack([], size, luma, out) if arr is None else arr
             frames = [f for _, _, f in src.iter_range(start, end, size, luma)]
         else:
             g0 = start or 0.0
@@ -154,6 +167,20 @@ class VideoReader:
         yield from src.iter_range(start, end, size, luma)
         self._note_errors(src)
 
+    def decoded(self, *, start_s: float | None = None, end_s: float | None = None) -> Iterator[Decoded]:
+        """Every decoded picture in [start_s, end_s) (PyAV), unconverted: `d.index`, `d.time_s`, and
+        `d.frame` for the converters of `converter()`. One pass then serves several views of each frame
+        (a clip's RGB for the encoder and small luma for its scores, say)."""
+        start, end = _check_range(start_s, end_s)
+        yield from self._pyav.decoded(start, end)
+        self._note_errors(self._pyav)
+
+    def converter(self, size=None, luma: bool = False) -> FrameConverter:
+        """The converter a read at `size` (luma or RGB) uses; available once a picture was decoded."""
+        if self._pyav.coded_size is None:
+            raise ValueError("converter() needs a decoded picture first (iterate decoded())")
+        return self._pyav.converter(size, luma)
+
     def _source_for(self, sparse: bool):
         """The named backend; for "auto", decord's random access for sparse reads of codecs it
         decodes and PyAV's streaming for everything else. `self.backend` says which ran last."""
@@ -172,15 +199,15 @@ class VideoReader:
     def _note_errors(self, src) -> None:
         self._errors = src.last_pass_errors
 
-    def _stack(self, frames: list[np.ndarray], size, luma: bool, out=None) -> torch.Tensor:
+    def _stack(self, frames: list[np.ndarray], size, luma: bool, out: np.ndarray | None = None) -> np.ndarray:
         if frames and out is not None:
-            if out.dtype != torch.uint8 or out.shape[0] < len(frames) or tuple(out.shape[1:]) != frames[0].shape:
+            if out.dtype != np.uint8 or out.shape[0] < len(frames) or tuple(out.shape[1:]) != frames[0].shape:
                 raise ValueError(f"out must be uint8 with room for {len(frames)} frames of {frames[0].shape}, "
                                  f"got {out.dtype} {tuple(out.shape)}")
-            np.stack(frames, out=out.numpy()[: len(frames)])
+            np.stack(frames, out=out[: len(frames)])
             return out[: len(frames)]
         if frames:
-            return torch.from_numpy(np.stack(frames))
+            return np.stack(frames)
         if self._pyav.coded_size is not None:
             conv = self._pyav.converter(size, luma)
             h, w = conv.out_h, conv.out_w
@@ -188,8 +215,7 @@ class VideoReader:
             st = self._pyav
             dw, dh = display_size(st.header_width, st.header_height, st.sar, 0)
             h, w = resolve_size(size, dh, dw)
-        shape = (0, h, w) if luma else (0, h, w, 3)
-        return torch.zeros(shape, dtype=torch.uint8)
+        return np.zeros((0, h, w) if luma else (0, h, w, 3), dtype=np.uint8)
 
     def close(self) -> None:
         self._pyav.close()

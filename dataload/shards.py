@@ -1,8 +1,8 @@
-"""The shard format: WebDataset-style tars written atomically and read with schema checks.
+"""The shard format: WebDataset-style tars written atomically (dataload.shard_writer) and read here with
+schema checks (the clip record's, dataload.clip_record).
 
 A shard is a POSIX tar whose members are named `<key>.<ext>`; consecutive members with the same key form
-one sample. The writer produces byte-identical tars for identical input (fixed mtime/uid/gid/mode, members
-of a sample sorted by extension). The reader is our own tar parser rather than `tarfile`, because
+one sample. The reader is our own tar parser rather than `tarfile`, because
 `tarfile` silently ends iteration on a tar truncated at a header boundary, reads whatever size a header
 declares, and because we must refuse links, devices and path-like names before anything is returned.
 `read_shard` (streaming, with the bytes) and `scan_shard`/`index_shard` (headers only, for the loader)
@@ -14,155 +14,30 @@ from __future__ import annotations
 
 import errno
 import io
-import json
-import math
 import os
-import re
-import tarfile
-import uuid
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+# The shard format's public API lives on this module: the writer and the clip-sample check are
+# re-exported from where they are defined (dataload.shard_writer, dataload.clip_record).
+from dataload.clip_record import (
+    CLIP_REQUIRED_KEYS,
+    CLIP_REQUIRED_MEMBERS,
+    check_clip_facts,
+    validate_clip_sample,
+)
 from dataload.errors import ShardError
 from dataload.files import NotRegularFileError, describe_os_error, open_regular, regular_file_size
+from dataload.shard_writer import ShardWriter, check_member_name
+from dataload.strict_json import loads_strict, parse_json_member, show
+
+__all__ = ["CLIP_REQUIRED_KEYS", "CLIP_REQUIRED_MEMBERS", "ShardWriter", "check_clip_facts", "check_member_name",
+           "index_shard", "list_shards", "loads_strict", "parse_json_member", "read_members", "read_shard",
+           "scan_shard", "validate_clip_sample"]
 
 BLOCK = 512
-
-CLIP_REQUIRED_MEMBERS = ("mp4", "json")
-CLIP_REQUIRED_KEYS = (
-    "clip_id", "source", "start_s", "end_s", "start_frame", "end_frame", "num_frames", "fps", "width",
-    "height",
-)
-
-# A key is one path component without dots (the first dot separates key from extension, as in WebDataset).
-# Matched whole (fullmatch: `$` would let a trailing newline through).
-_KEY_RE = re.compile(r"[A-Za-z0-9_\-:+@=,~%]+")
-_EXT_RE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
-
-
-def check_member_name(name: str) -> tuple[str, str]:
-    """Split a member name into (key, ext); raise ValueError for anything path-like or malformed."""
-    if not name or name.startswith(("/", "\\")) or "/" in name or "\\" in name or ".." in name:
-        raise ValueError(f"unsafe member name {name!r}")
-    if re.match(r"^[A-Za-z]:", name):
-        raise ValueError(f"unsafe member name {name!r} (drive letter)")
-    key, dot, ext = name.partition(".")
-    if not dot or not _KEY_RE.fullmatch(key) or not _EXT_RE.fullmatch(ext):
-        raise ValueError(f"malformed member name {name!r} (want <key>.<ext>)")
-    return key, ext
-
-
-# --------------------------------------------------------------------------------------------- writing
-
-
-class ShardWriter:
-    """Write samples into numbered shards `<prefix>NNNNNN.tar`, each at most `max_samples_per_shard`.
-
-    Each shard is written under a temporary name and renamed into place when it is full or on close, so a
-    reader never sees a half-written shard. Leaving the context with an exception discards the open shard.
-    """
-
-    def __init__(self, folder: str | os.PathLike, *, max_samples_per_shard: int = 1000, prefix: str = "shard-",
-                 start_index: int = 0):
-        if max_samples_per_shard < 1:
-            raise ValueError("max_samples_per_shard must be >= 1")
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.max_samples = max_samples_per_shard
-        self.prefix = prefix
-        self.index = start_index
-        self.written: list[Path] = []
-        self._file: BinaryIO | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._tmp: Path | None = None
-        self._count = 0
-        self._keys: set[str] = set()
-        self._closed = False
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def _path(self, index: int) -> Path:
-        return self.folder / f"{self.prefix}{index:06d}.tar"
-
-    def _open(self) -> None:
-        final = self._path(self.index)
-        # A fresh name opened exclusively: whatever sits in the folder (a stale file, a FIFO) is never
-        # opened or overwritten.
-        self._tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self._file = open(self._tmp, "xb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
-        self._count = 0
-        self._keys = set()
-
-    def _finish(self) -> None:
-        assert self._tar is not None and self._file is not None and self._tmp is not None
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        final = self._path(self.index)
-        os.replace(self._tmp, final)
-        self.written.append(final)
-        self._tar = self._file = self._tmp = None
-        self.index += 1
-
-    def write(self, key: str, members: Mapping[str, bytes]) -> None:
-        if self._closed:
-            raise ShardError("ShardWriter is closed")
-        if not members:
-            raise ValueError(f"sample {key!r} has no members")
-        if not _KEY_RE.fullmatch(key):
-            raise ValueError(f"unsafe or malformed sample key {key!r} (no dots, slashes or spaces)")
-        for ext in members:
-            check_member_name(f"{key}.{ext}")
-        if self._tar is None:
-            self._open()
-        if key in self._keys:
-            raise ValueError(f"duplicate key {key!r} in shard {self._path(self.index).name}")
-        self._keys.add(key)
-        assert self._tar is not None
-        for ext in sorted(members):
-            data = members[ext]
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"member {key}.{ext} must be bytes, got {type(data).__name__}")
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(bytes(data)))
-        self._count += 1
-        if self._count >= self.max_samples:
-            self._finish()
-
-    def close(self) -> list[Path]:
-        if not self._closed:
-            if self._tar is not None:
-                self._finish()
-            self._closed = True
-        return list(self.written)
-
-    def abort(self) -> None:
-        """Discard the shard being written (finished shards stay)."""
-        if self._tar is not None:
-            try:
-                self._file.close()  # type: ignore[union-attr]
-            finally:
-                if self._tmp is not None and self._tmp.exists():
-                    self._tmp.unlink()
-            self._tar = self._file = self._tmp = None
-        self._closed = True
-
 
 # --------------------------------------------------------------------------------------------- reading
 #
@@ -270,15 +145,6 @@ def _file_size(f: BinaryIO) -> int:
         end = f.seek(0, io.SEEK_END)
         f.seek(pos)
         return end
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """repr() cut to `limit` characters: one line whatever the value holds."""
-    r = repr(value)
-    return r if len(r) <= limit else r[:limit - 3] + "..."
-
-
-_short = _show
 
 
 def _parse_number(field_bytes: bytes) -> int | None:
@@ -442,20 +308,20 @@ def _walk_members(f: BinaryIO, shard: str, total: int, *, read_data: bool, max_m
         except ValueError as e:
             key, ext, why = None, "", str(e) if why is None else f"{e}; {why}"
         else:
-            why = None if why is None else f"member {_short(name)} {why}"
+            why = None if why is None else f"member {show(name)} {why}"
         if data_at + size > total:
-            return _End(f"truncated shard {shard}: member {_short(name)} at byte {pos} declares {size} bytes, "
+            return _End(f"truncated shard {shard}: member {show(name)} at byte {pos} declares {size} bytes, "
                         f"past the end of the file ({total} bytes)", cut_key=key)
         cap = member_cap(ext, max_member_bytes, max_small_member_bytes)
         if why is None and size > cap:
-            why = f"member {_short(name)} declares {size} bytes, over the cap of {cap}"
+            why = f"member {show(name)} declares {size} bytes, over the cap of {cap}"
         data = None
         if read_data and why is None:
             if f.tell() != data_at:
                 f.seek(data_at)
             data = f.read(size)
             if len(data) < size:  # the file shrank since its size was taken
-                return _End(f"truncated shard {shard}: member {_short(name)} cut at byte {data_at + len(data)}",
+                return _End(f"truncated shard {shard}: member {show(name)} cut at byte {data_at + len(data)}",
                             cut_key=key)
         yield _Member(name, key, ext, data_at, size, data, why)
         pos = data_at + padded
@@ -492,7 +358,7 @@ def _scan(f: BinaryIO, shard: str, *, read_data: bool, required: tuple[str, ...]
             end: _End = stop.value
             break
         if m.key is None:
-            yield ("skip", f"{shard}:{_short(m.name)}", m.problem or "unusable member name")
+            yield ("skip", f"{shard}:{show(m.name)}", m.problem or "unusable member name")
             continue
         if cur is None or cur.key != m.key:
             ev = finish()
@@ -505,7 +371,7 @@ def _scan(f: BinaryIO, shard: str, *, read_data: bool, required: tuple[str, ...]
         if m.problem is not None:
             cur_problem = cur_problem or m.problem
         elif m.ext in cur.members:
-            cur_problem = cur_problem or f"member {_short(m.name)} appears twice"
+            cur_problem = cur_problem or f"member {show(m.name)} appears twice"
         else:
             cur.members[m.ext] = MemberEntry(m.offset, m.size)
             if m.data is not None:
@@ -618,121 +484,6 @@ def read_members(f: BinaryIO, entry: SampleEntry, exts: tuple[str, ...] | None =
             raise ShardError(f"truncated member {entry.key}.{ext}")
         out[ext] = data
     return out
-
-
-# --------------------------------------------------------------------------------------------- schema
-
-# Bounds of a sane clip record; anything outside is refused with its reason (the planner and the decoder
-# only ever see finite, sane numbers).
-MAX_SIDE = 1 << 16  # pixels per side
-MAX_CLIP_FRAMES = 10_000_000
-MIN_FPS, MAX_FPS = 1e-3, 1e4
-_INT_KEYS = {"width": (1, MAX_SIDE), "height": (1, MAX_SIDE), "num_frames": (1, MAX_CLIP_FRAMES),
-             "start_frame": (0, None), "end_frame": (0, None)}
-_STR_KEYS = ("clip_id", "source")
-_TIME_KEYS = ("start_s", "end_s")
-
-
-def validate_clip_sample(sample: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a curated clip sample's members and JSON keys (present, of their types, in range); return
-    the parsed JSON. Extra members and keys are fine."""
-    where = f"sample {sample.get('__key__', '?')!r} of {sample.get('__shard__', '?')}"
-    missing = [m for m in CLIP_REQUIRED_MEMBERS if m not in sample]
-    if missing:
-        raise ShardError(f"{where} misses member(s) {', '.join(missing)}")
-    meta = parse_json_member(sample["json"], where)
-    try:
-        check_clip_facts(meta)
-    except ShardError as e:
-        raise ShardError(f"{where}: {e}") from None
-    return meta
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def check_clip_facts(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The clip JSON's required keys, checked: present, of their types (no bools for numbers), finite and
-    in range. Returns the facts the plan and the decoder use: width, height, num_frames (ints), fps."""
-    missing_keys = [k for k in CLIP_REQUIRED_KEYS if k not in meta]
-    if missing_keys:
-        raise ShardError(f"clip JSON misses key(s) {', '.join(missing_keys)}")
-    for k in _STR_KEYS:
-        if not isinstance(meta[k], str) or not meta[k]:
-            raise ShardError(f"clip JSON has a bad {k}: {_show(meta[k], 60)} (want a non-empty string)")
-    for k in _TIME_KEYS:
-        v = meta[k]
-        if not _is_number(v) or not math.isfinite(v):
-            raise ShardError(f"clip JSON has a bad {k}: {_show(v, 60)} (want a finite number)")
-    out: dict[str, Any] = {}
-    for k, (lo, hi) in _INT_KEYS.items():
-        v = meta[k]
-        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-            v = int(v)
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-            rng = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-            raise ShardError(f"clip JSON has a bad {k}: {_show(meta[k], 60)} (want {rng})")
-        out[k] = v
-    fps = meta["fps"]
-    if not _is_number(fps) or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
-        raise ShardError(f"clip JSON has a bad fps: {_show(fps, 60)} (want a number in [{MIN_FPS:g}, "
-                         f"{MAX_FPS:g}])")
-    out["fps"] = float(fps)
-    return {k: out[k] for k in ("width", "height", "num_frames", "fps")}
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name}")
-
-
-def _all_finite(obj: Any) -> bool:
-    """No inf anywhere in parsed JSON (NaN and Infinity literals are refused while parsing; only a number
-    that overflows, like 1e400, parses to inf). Lists of numbers are checked at C speed."""
-    t = type(obj)
-    if t is float:
-        return math.isfinite(obj)
-    if t is list:
-        try:
-            return all(map(math.isfinite, obj))
-        except (TypeError, OverflowError):  # not all numbers (or an int too big for a float): one by one
-            return all(map(_all_finite, obj))
-    if t is dict:
-        return all(map(_all_finite, obj.values()))
-    return True
-
-
-def loads_strict(data: bytes | str) -> Any:
-    """json.loads that refuses NaN, Infinity, -Infinity and numbers that overflow to infinity (1e400).
-    Raises ValueError (JSONDecodeError is one) or RecursionError (absurd nesting)."""
-    value = json.loads(data, parse_constant=_refuse_constant)
-    if not _all_finite(value):
-        raise ValueError("a number overflows to infinity")
-    return value
-
-
-def parse_json_member(data: bytes, where: str = "") -> dict[str, Any]:
-    """A JSON member as a dict; ShardError (one line, prefixed by `where`) for invalid JSON, non-finite
-    numbers, absurd nesting or a value that is not an object."""
-    at = f"{where}: " if where else ""
-    try:
-        meta = loads_strict(data)
-    except json.JSONDecodeError as e:
-        raise ShardError(f"{at}JSON member is not valid JSON ({e.msg} at char {e.pos})") from None
-    except UnicodeDecodeError:
-        raise ShardError(f"{at}JSON member is not valid UTF-8") from None
-    except ValueError as e:  # a refused constant, an overflowing float, an integer with too many digits
-        raise ShardError(f"{at}JSON member is not valid JSON ({_first_line(str(e))})") from None
-    except RecursionError:
-        raise ShardError(f"{at}JSON member is nested too deeply") from None
-    if not isinstance(meta, dict):
-        raise ShardError(f"{at}JSON member is not an object")
-    return meta
-
-
-def _first_line(text: str, limit: int = 120) -> str:
-    line = text.splitlines()[0] if text else ""
-    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def list_shards(folder: str | os.PathLike) -> list[str]:

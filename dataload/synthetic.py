@@ -19,11 +19,17 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import av
 import cv2
 import numpy as np
 
+from dataload.files import atomic_write_text
+
 SHOT_KINDS = ("static", "texture", "objects", "pan", "zoom", "shake", "noise")
+# How a flash brightens its frames (none is a white-out: the picture stays visible under it):
+#   white  0.75 of the way to white (the original kind)      gain   the picture multiplied (1 + strength)
+#   lift   strength x 255 added                              gamma  a brightening tone curve
+#   spot   a soft round patch somewhere (part of the frame)  side   a ramp from one edge (part of the frame)
+FLASH_KINDS = ("white", "gain", "lift", "gamma", "spot", "side")
 TRANSITION_KINDS = ("cut", "fade", "dissolve")
 
 # Default camera speed per kind: pan in output pixels per frame, zoom as total scale change over
@@ -33,7 +39,9 @@ _DEFAULT_SPEED = {"pan": 2.0, "zoom": 0.5, "shake": 3.0, "objects": 2.0}
 
 @dataclass
 class Shot:
-    """One shot. `flash_at` lists frame indices (within the shot) that are flashed near-white."""
+    """One shot. `flash_at` lists frame indices (within the shot) where a flash of `flash_len` frames starts:
+    a brief brightening of `flash_kind` (FLASH_KINDS) after which the same shot goes on; `flash_strength`
+    scales it (each flash of a shot varies a little around it, seeded)."""
 
     kind: str = "texture"
     num_frames: int = 25
@@ -42,6 +50,8 @@ class Shot:
     brightness: float = 1.0  # multiplies the picture; 0.05 is nearly black
     flash_at: Sequence[int] = ()
     flash_len: int = 2  # frames per flash
+    flash_kind: str = "white"
+    flash_strength: float = 0.6
     speed: float | None = None  # see _DEFAULT_SPEED; None takes the kind's default
     direction: float = 0.0  # pan direction in degrees (0 = content moves left, camera right)
 
@@ -50,6 +60,8 @@ class Shot:
             raise ValueError(f"unknown shot kind {self.kind!r}; expected one of {SHOT_KINDS}")
         if self.num_frames < 1:
             raise ValueError("a shot needs at least one frame")
+        if self.flash_kind not in FLASH_KINDS:
+            raise ValueError(f"unknown flash kind {self.flash_kind!r}; expected one of {FLASH_KINDS}")
 
 
 @dataclass
@@ -181,9 +193,39 @@ class _ShotRenderer:
         if s.brightness != 1.0:
             img = np.clip(img.astype(np.float32) * s.brightness, 0, 255).astype(np.uint8)
         local = t - self.offset  # flashes are placed on the shot's own frames
-        if 0 <= local < s.num_frames and any(f <= local < f + s.flash_len for f in s.flash_at):
-            img = (img.astype(np.float32) * 0.25 + 0.75 * 255).astype(np.uint8)
+        for n, f in enumerate(s.flash_at):
+            if 0 <= local < s.num_frames and f <= local < f + s.flash_len:
+                img = self._flash(img, n, local - f)
         return img
+
+    def _flash(self, img: np.ndarray, n: int, k: int) -> np.ndarray:
+        """Frame k of flash n of this shot, brightened as `flash_kind` says."""
+        s = self.shot
+        if s.flash_kind == "white":
+            return (img.astype(np.float32) * 0.25 + 0.75 * 255).astype(np.uint8)
+        rng = np.random.default_rng((self.rng_seed * 31 + n * 977 + 5) & 0xFFFFFFFF)
+        strength = s.flash_strength * rng.uniform(0.75, 1.25)
+        if s.flash_len > 2 and 0 < k < s.flash_len - 1:
+            strength *= 1.3  # a longer flash peaks in its middle
+        x = img.astype(np.float32)
+        h, w = img.shape[:2]
+        if s.flash_kind == "gain":
+            x = x * (1.0 + strength)
+        elif s.flash_kind == "lift":
+            x = x + strength * 0.5 * 255
+        elif s.flash_kind == "gamma":
+            x = 255.0 * (x / 255.0) ** (1.0 / (1.0 + 2.0 * strength))
+        else:  # spot or side: a part of the frame
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            if s.flash_kind == "spot":
+                cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+                r = rng.uniform(0.25, 0.45) * min(h, w)
+                mask = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            else:
+                ramp = [xx / w, 1 - xx / w, yy / h, 1 - yy / h][int(rng.integers(4))]
+                mask = np.clip(1.5 * ramp - 0.5, 0, 1)
+            x = x + (strength * 255) * mask[..., None]
+        return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def _bounce(x: float, size: int) -> float:
@@ -244,60 +286,38 @@ def _transition(a: _ShotRenderer, b: _ShotRenderer, a_t0: int, tr: Transition) -
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 25, codec: str = "libx264",
                 pix_fmt: str = "yuv420p", times_s: Sequence[float] | None = None, crf: int | None = 18,
                 threads: int = 1, options: dict[str, str] | None = None, preset: str | None = "veryfast") -> list[float]:
-    """Encode RGB frames to `path` (container from the suffix), atomically (temporary name, rename).
+    """Encode RGB frames to `path` (container from the suffix) through the project's video writer
+    (dataload.h264), atomically.
 
     `times_s` gives explicit presentation times in seconds (variable frame rate); they are written on a
     1 ms grid. `preset` is the x264/x265 preset. Returns the frame times actually written, seconds from
     the first frame.
     """
+    from dataload.h264 import VideoWriter, pinned_asm
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     rate = Fraction(fps).limit_denominator(1001)
     time_base = Fraction(1, 1000) if times_s is not None else 1 / rate
+    opts = dict(options or {})
+    if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libvpx"):
+        opts.setdefault("crf", str(crf))
+        if codec.startswith("libvpx"):
+            opts.setdefault("b", "0")
+    if codec in ("libx264", "libx265"):
+        opts.setdefault("threads", str(threads))
+        if preset:  # veryfast: ~4x quicker than the default and still with B-frames
+            opts.setdefault("preset", preset)
+    if codec == "libx264":
+        asm = pinned_asm()  # the same bytes for the same frames (see dataload.h264)
+        if asm and "x264-params" not in opts:
+            opts["x264-params"] = f"asm={asm}"
     written: list[float] = []
-    try:
-        with av.open(str(tmp), "w") as container:
-            stream = container.add_stream(codec, rate=rate)
-            stream.pix_fmt = pix_fmt
-            stream.codec_context.time_base = time_base
-            stream.time_base = time_base
-            stream.thread_count = threads
-            opts = dict(options or {})
-            if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libvpx"):
-                opts.setdefault("crf", str(crf))
-                if codec.startswith("libvpx"):
-                    opts.setdefault("b", "0")
-            if codec in ("libx264", "libx265"):
-                opts.setdefault("threads", str(threads))
-                if preset:  # veryfast: ~4x quicker than the default and still with B-frames
-                    opts.setdefault("preset", preset)
-            if codec == "libx264":
-                from dataload.h264 import pinned_asm
-
-                asm = pinned_asm()  # the same bytes for the same frames (see dataload.h264)
-                if asm and "x264-params" not in opts:
-                    opts["x264-params"] = f"asm={asm}"
-            stream.options = opts
-            first = True
-            for i, arr in enumerate(frames):
-                if first:
-                    stream.height, stream.width = arr.shape[:2]
-                    first = False
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-                pts = i if times_s is None else int(round(times_s[i] * 1000))
-                frame.pts = pts
-                frame.time_base = time_base
-                written.append(float(pts * time_base))
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            if first:
-                raise ValueError("write_video needs at least one frame")
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with VideoWriter(path, codec=codec, rate=rate, time_base=time_base, options=opts, pix_fmt=pix_fmt,
+                     threads=threads, stream_time_base=True) as out:
+        for i, arr in enumerate(frames):
+            pts = i if times_s is None else int(round(times_s[i] * 1000))
+            out.write_pts(pts, arr)
+            written.append(float(pts * time_base))
     if path.suffix.lower() in (".mkv", ".webm"):
         written = [round(t, 3) for t in written]  # Matroska stores milliseconds
     return [t - written[0] for t in written]
@@ -349,7 +369,7 @@ def write_srt(path: str | os.PathLike, cues: Sequence[tuple[float, float, str]])
         ms = int(round(t * 1000))
         return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
     body = "".join(f"{i}\n{ts(a)} --> {ts(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, 1))
-    _atomic_write_text(Path(path), body)
+    atomic_write_text(path, body)
 
 
 def write_vtt(path: str | os.PathLike, cues: Sequence[tuple[float, float, str]]) -> None:
@@ -358,10 +378,4 @@ def write_vtt(path: str | os.PathLike, cues: Sequence[tuple[float, float, str]])
         ms = int(round(t * 1000))
         return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
     body = "WEBVTT\n\n" + "".join(f"{ts(a)} --> {ts(b)}\n{text}\n\n" for a, b, text in cues)
-    _atomic_write_text(Path(path), body)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, body)

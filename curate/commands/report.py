@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from curate.errors import writing
     from curate.ids import path_text
-    from curate.report import require_outputs, write_report
+    from curate.stages.write.report import require_outputs, write_report
     from curate.state import lock_out
 
     require_outputs(args.out)  # before taking the lock: a folder that is not a run is never written

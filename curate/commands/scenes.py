@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from curate.errors import CurateError
 from curate.ids import path_text
-from curate.split.config import SPLITTERS, SceneResult, SplitConfig
-from dataload.errors import VideoError
+from curate.stages.split.config import SPLITTERS, SplitConfig
+
+if TYPE_CHECKING:  # numpy: not for --help
+    from curate.stages.split.result import SceneResult
 
 
 def add_arguments(parser) -> None:
@@ -51,13 +54,14 @@ def format_text(video: str, r: SceneResult) -> str:
 
 
 def run(args) -> int:
-    from curate.split import SceneDetector  # heavy (torch): imported when the command runs, not for --help
+    # the detector (numpy, PyAV, OpenCV; torch for TransNetV2 only) when the command runs, not for --help
+    from curate.stages.split.detector import SceneDetector
+    from dataload.errors import VideoError
     from dataload.files import describe_os_error
 
-    try:
-        detector = SceneDetector(SplitConfig(splitter=args.splitter, fixed_stride_s=args.fixed_stride))
-    except ValueError as exc:
-        raise CurateError(str(exc)) from None
+    if not args.fixed_stride > 0:
+        raise CurateError(f"--fixed-stride must be above 0, got {args.fixed_stride}")
+    detector = SceneDetector(SplitConfig(splitter=args.splitter, fixed_stride_s=args.fixed_stride))
     failed = 0
     for video in args.videos:
         try:

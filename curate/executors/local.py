@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from curate.errors import CurateError, OutputError
-from curate.stage import SourceTask, Stage, one_line
+from curate.executors.base import ProgressFn
+from curate.step import PipelineStep, one_line
+from curate.task import SourceTask
 
 # Events a worker sends back: ("stage", wid, stage name) | ("result", wid, task) | ("fatal", wid, message)
 # | ("output", wid, message): OUT cannot be written (a full or read-only disk), the run stops
-ProgressFn = Callable[[str, int], None]
 
 
 def _pin_threads() -> None:
@@ -37,7 +38,7 @@ def _pin_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def run_stages(stages: list[Stage], task: SourceTask, on_stage: Callable[[str], None] | None = None) -> SourceTask:
+def run_stages(stages: list[PipelineStep], task: SourceTask, on_stage: Callable[[str], None] | None = None) -> SourceTask:
     batch = [task]
     for stage in stages:
         batch = stage.process(batch)
@@ -59,7 +60,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(wid: int, stages: list[Stage], in_q, out_q, parent: int | None = None) -> None:
+def _worker(wid: int, stages: list[PipelineStep], in_q, out_q, parent: int | None = None) -> None:
     # Ctrl-C reaches the whole process group: the driver alone answers it (stops the workers, exit 130);
     # a worker ignores it, so no worker prints a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -110,7 +111,7 @@ class LocalExecutor:
     start_method: str = "spawn"  # spawn: safe with threaded libraries (torch, OpenCV) in the parent
     max_worker_deaths_without_progress: int = 3
 
-    def run(self, stages: list[Stage], tasks: Iterable[SourceTask], on_result: Callable[[SourceTask], None],
+    def run(self, stages: list[PipelineStep], tasks: Iterable[SourceTask], on_result: Callable[[SourceTask], None],
             on_stage: ProgressFn | None = None) -> None:
         """Run every task through `stages`; call `on_result(task)` in this process as each one finishes.
 

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.errors import CurateError, OutputError
-from curate.stage import SourceTask, Stage
+from curate.executors.base import ProgressFn
+from curate.step import PipelineStep
+from curate.task import SourceTask
 
-ProgressFn = Callable[[str, int], None]
 
-
-def segments(stages: list[Stage]) -> list[list[Stage]]:
+def segments(stages: list[PipelineStep]) -> list[list[PipelineStep]]:
     """Consecutive stages grouped by whether they want a GPU."""
-    out: list[list[Stage]] = []
+    out: list[list[PipelineStep]] = []
     for stage in stages:
         gpu = stage.resources.gpus > 0
         if out and (out[-1][0].resources.gpus > 0) == gpu:
@@ -44,7 +44,7 @@ def segments(stages: list[Stage]) -> list[list[Stage]]:
 class _StageActor:
     """Runs one segment's stages on batches of tasks; `setup()` once per actor (re)start."""
 
-    def __init__(self, stages: list[Stage]):
+    def __init__(self, stages: list[PipelineStep]):
         from curate.executors.local import _pin_threads
 
         _pin_threads()  # one compute thread per actor: the same numbers as the local executor's workers
@@ -97,7 +97,7 @@ class RayExecutor:
             raise CurateError(f"cannot start or reach Ray ({self.address or 'local'}): {' '.join(str(exc).split())[:200]}") from None
         return True
 
-    def run(self, stages: list[Stage], tasks: Iterable[SourceTask], on_result: Callable[[SourceTask], None],
+    def run(self, stages: list[PipelineStep], tasks: Iterable[SourceTask], on_result: Callable[[SourceTask], None],
             on_stage: ProgressFn | None = None) -> None:
         import itertools
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from dataload.backends.pyav import FrameConverter, FrameSink, open_container, rotation_of
+from dataload.backends.container import open_container, rotation_of
+from dataload.backends.frame_convert import FrameConverter, FrameSink
 
 MIN_RANGE_PACKETS = 24  # shorter ranges cost more in opening and seeking than they save
 

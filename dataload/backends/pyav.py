@@ -1,5 +1,6 @@
-"""PyAV backend: opens a container, picks the best video stream, decodes every frame in order with
-timestamps, tolerant or strict, and converts frames to RGB or luma arrays in display orientation.
+"""PyAV backend: one opened video stream, decoded frame by frame in display order with timestamps,
+tolerant or strict (`PyAVSource`). Opening and stream choice live in `container`, pixel conversion in
+`frame_convert`, the selections a read makes on a pass in `pyav_reads`.
 
 PyAV bundles FFmpeg, so this backend reads every codec; the others fall back to it.
 """
@@ -14,91 +15,26 @@ from fractions import Fraction
 from typing import Iterator
 
 import av
-import cv2
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
-from dataload.backends.selection import GridSelector
-from dataload.backends.swscale import SWS_BILINEAR, SwsConverter
+# choose_stream, open_container, rotation_of and resolve_size are this backend's public names too
+from dataload.backends.container import (
+    choose_stream,
+    ffmpeg_message,
+    open_container,
+    rotation_of,
+    stream_infos,
+)
+from dataload.backends.frame_convert import resolve_size
+from dataload.backends.pyav_reads import Decoded, PyAVReadMixin
 from dataload.errors import CorruptVideoError, VideoError
-from dataload.files import NotRegularFileError, regular_file_size
-from dataload.video_info import StreamInfo, display_size
+
+__all__ = ["Decoded", "PyAVSource", "Scan", "choose_stream", "open_container", "resolve_size", "rotation_of"]
 
 # Decoded frames may carry out-of-order pts (AVI with packed B-frames stores them per packet, not per
 # picture). The decoder emits pictures in display order, so the k-th frame gets the k-th smallest pts
 # of a small look-ahead window.
 _REORDER_DEPTH = 4
-
-
-def open_container(path: str) -> av.container.InputContainer:
-    """Open `path` for reading, turning every way it can fail into one clear line.
-
-    Only regular files are opened: a FIFO, socket, device or folder is refused with its kind named
-    (opening a FIFO by path would block until a writer appears)."""
-    path = os.fspath(path)
-    try:
-        size = regular_file_size(path, "video")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except NotRegularFileError as exc:
-        raise VideoError(str(exc)) from None
-    if size == 0:
-        raise VideoError(f"{path}: empty file (0 bytes), not a video")
-    try:
-        return av.open(path, mode="r")
-    except av.error.FFmpegError as exc:
-        reason = _short(exc)
-        raise VideoError(f"{path}: not a readable video ({reason})") from None
-
-
-def _short(exc: BaseException) -> str:
-    """FFmpeg's message without the errno prefix, on one line."""
-    text = getattr(exc, "strerror", None) or str(exc)
-    log = getattr(exc, "log", None)
-    if log and len(log) >= 3 and log[2]:
-        text = f"{text}: {str(log[2]).strip()}"
-    return " ".join(str(text).split())
-
-
-def choose_stream(container: av.container.InputContainer, path: str, stream: int | None) -> av.video.stream.VideoStream:
-    """The requested video stream (by container index), else the best one: most pixels, then the
-    default-flagged one, then the higher frame rate. Cover art (attached pictures) is never chosen."""
-    videos = [s for s in container.streams.video
-              if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))]
-    if stream is not None:
-        for s in container.streams.video:
-            if s.index == stream:
-                return s
-        kinds = ", ".join(f"{s.index}:{s.type}" for s in container.streams)
-        raise VideoError(f"{path}: stream {stream} is not a video stream (streams: {kinds or 'none'})")
-    if not videos:
-        raise VideoError(f"{path}: no video stream")
-
-    def rank(s):
-        cc = s.codec_context
-        default = bool(int(s.disposition) & int(av.stream.Disposition.default))
-        rate = float(s.average_rate or s.guessed_rate or 0)
-        return ((cc.width or 0) * (cc.height or 0), default, rate, -s.index)
-
-    return max(videos, key=rank)
-
-
-def stream_infos(container: av.container.InputContainer) -> list[StreamInfo]:
-    out = []
-    for s in container.streams:
-        cc = s.codec_context
-        codec = cc.name if cc is not None else None
-        language = s.metadata.get("language") or s.metadata.get("LANGUAGE")
-        default = bool(int(s.disposition) & int(av.stream.Disposition.default))
-        if s.type == "video":
-            rate = s.average_rate or s.guessed_rate
-            out.append(StreamInfo(index=s.index, type=s.type, codec=codec, width=cc.width or None,
-                                  height=cc.height or None, fps=float(rate) if rate else None,
-                                  num_frames=s.frames or None, language=language, default=default))
-        else:
-            out.append(StreamInfo(index=s.index, type=s.type, codec=codec, language=language,
-                                  num_frames=s.frames or None, default=default))
-    return out
 
 
 @dataclass
@@ -116,13 +52,6 @@ class Scan:
 
 
 @dataclass
-class Decoded:
-    index: int
-    time_s: float
-    frame: av.VideoFrame
-
-
-@dataclass
 class _PassState:
     """Bookkeeping of one decoding pass (errors, first pts, a scan when it ran to the end)."""
 
@@ -130,168 +59,6 @@ class _PassState:
     times: list = field(default_factory=list)
     last_duration: int | None = None
     complete: bool = False
-
-
-def rotation_of(frame: av.VideoFrame) -> int:
-    """Clockwise degrees that turn the decoded picture upright (FFmpeg's display matrix is counter-clockwise)."""
-    try:
-        angle = frame.rotation
-    except Exception:  # noqa: BLE001 - no side data or an unreadable matrix means upright
-        return 0
-    return int(round(-float(angle) / 90.0)) % 4 * 90
-
-
-# -- reading ----------------------------------------------------------------------------------------
-
-class PyAVReadMixin:
-    """Selections on one streaming pass (mixed into PyAVSource): nothing is held but the
-    previous picture, and only chosen pictures are converted."""
-
-    def converter(self, size, luma: bool) -> FrameConverter:
-        w, h = self.coded_size
-        return FrameConverter(w, h, self.sar, self.rotation or 0, size, luma)
-
-    def _frames_in(self, start: float | None, end: float | None, luma: bool):
-        """Decoded frames with start <= time < end; frames decoded before start count as wasted."""
-        for d in self._frames_from(start, luma):
-            if end is not None and d.time_s >= end - 1e-9:
-                return
-            if start is not None and d.time_s < start - 1e-9:
-                self.wasted += 1
-                continue
-            yield d
-
-    def iter_range(self, start: float | None, end: float | None, size, luma: bool):
-        conv = None
-        for d in self._frames_in(start, end, luma):
-            if conv is None:
-                conv = self.converter(size, luma)
-            yield d.index, d.time_s, conv(d.frame)
-
-    def read_all(self, start: float | None, end: float | None, size, luma: bool, out=None):
-        """Every frame in [start, end) into one (T, H, W[, 3]) uint8 array, written in place: into
-        `out` (a reusable buffer) when given, else into storage sized from the header's frame count.
-        A whole-video luma read decodes key-frame ranges side by side where it can (keyframe_ranges)."""
-        if luma and start is None and end is None and self.threads != 1 and (os.cpu_count() or 1) > 1:
-            from dataload.backends.keyframe_ranges import read_luma_ranges  # it builds on this module
-
-            arr = read_luma_ranges(self, size, out)
-            if arr is not None:
-                return arr
-        conv = None
-        sink = None
-        pipe = None
-        try:
-            for d in self._frames_in(start, end, luma):
-                if conv is None:
-                    conv = self.converter(size, luma)
-                    sink = FrameSink(conv.shape, self._count_hint(start, end), out)
-                    cores = os.cpu_count() or 1
-                    # luma conversions cost less than a hand-off between threads (measured up to 1080p)
-                    if self.threads != 1 and cores > 1 and not luma:
-                        pipe = ConvertThread(lambda: self.converter(size, luma), workers=min(2, cores))
-                if pipe is not None:
-                    pipe.put(d.frame, sink.slot())
-                else:
-                    conv(d.frame, sink.slot())
-        finally:
-            if pipe is not None:
-                pipe.close()  # waits for the last frames; re-raises a conversion error
-        if sink is None:
-            return None
-        return sink.result()
-
-    def _frames_from(self, start: float | None, luma: bool):
-        """frames(start) for a read, first learning the timestamps (one pass without conversion)
-        once reads have decoded and thrown away a whole video's worth of frames before their
-        start: from then on they seek. At most about twice the decoding a read-everything
-        approach would do, and far less for many reads from late starts (clips of a long video)."""
-        if start and self.scan is None and self._scan_pays_off():
-            self.run_scan()
-        return self.frames(start, fast=luma and self.fast_luma)
-
-    def _scan_pays_off(self) -> bool:
-        return self.wasted >= max(self.header_frames or 0, 250)
-
-    def _count_hint(self, start: float | None, end: float | None) -> int:
-        """About how many frames [start, end) holds, to size storage (it grows if short)."""
-        total = int(self.scan.times.size) if self.scan is not None else (self.header_frames or 0)
-        fps = self.nominal_fps or 30.0
-        if end is not None:
-            est = int((end - (start or 0.0)) * fps * 1.05) + 2
-            return max(1, min(total, est) if total else est)
-        if start:
-            return max(1, total - int(start * fps * 0.95)) if total else 64
-        return total or 64
-
-    def read_grid(self, selector: GridSelector, start: float | None, size, luma: bool) -> list[np.ndarray]:
-        conv = None
-        out: list[np.ndarray] = []
-        prev: Decoded | None = None
-        cache: tuple[int, np.ndarray] | None = None  # the last converted frame, for repeats
-        last_end = 0.0
-        stopped = False
-
-        def take(i: int, cur: Decoded) -> None:
-            nonlocal cache
-            if cache is None or cache[0] != i:
-                src = cur if cur.index == i else prev
-                cache = (i, conv(src.frame))
-            out.append(cache[1])
-
-        for d in self._frames_from(start, luma):
-            if start is not None and d.time_s < start - 1e-9:
-                self.wasted += 1
-                continue
-            if selector.end is not None and d.time_s >= selector.end - 1e-9:
-                stopped = True
-                break
-            if conv is None:
-                conv = self.converter(size, luma)
-            for i in selector.feed(d.index, d.time_s):
-                take(i, d)
-            prev = d
-            dur = float(d.frame.duration * self.time_base) if d.frame.duration else None
-            last_end = d.time_s + (dur or self._median_step())
-            if selector.done:
-                stopped = True
-                break
-        if prev is not None:
-            stream_end = selector.end if stopped and selector.end is not None else last_end
-            for i in selector.finish(stream_end):
-                take(i, prev)
-        return out
-
-    def _median_step(self) -> float:
-        return 1.0 / self.nominal_fps if self.nominal_fps else 0.0
-
-    def read_indices(self, indices: np.ndarray, size, luma: bool) -> list[np.ndarray]:
-        wanted = set(int(i) for i in indices)
-        top = max(wanted) if wanted else -1
-        got: dict[int, np.ndarray] = {}
-        conv = None
-        n = 0
-        lowest = min(wanted) if wanted else 0
-        start = None
-        if lowest > 0 and self.scan is None and self._scan_pays_off():
-            self.run_scan()
-        if self.scan is not None and 0 < lowest < self.scan.times.size:
-            start = float(self.scan.times[lowest])  # lets the pass seek when timestamps are known
-        for d in self.frames(start, fast=luma and self.fast_luma):
-            n = d.index + 1
-            if d.index < lowest:
-                self.wasted += 1
-            if d.index in wanted:
-                if conv is None:
-                    conv = self.converter(size, luma)
-                got[d.index] = conv(d.frame)
-            if d.index >= top:
-                break
-        missing = sorted(wanted - got.keys())
-        if missing:
-            raise VideoError(f"{self.path}: frame index {missing[0]} out of range "
-                             f"(the video has {n} decoded frames)")
-        return [got[int(i)] for i in indices]
 
 
 class PyAVSource(PyAVReadMixin):
@@ -401,7 +168,7 @@ class PyAVSource(PyAVReadMixin):
                 break
             except av.error.FFmpegError as exc:  # the container itself is damaged (e.g. truncated)
                 if self.strict:
-                    raise self._corrupt(_short(exc), f"after packet {npacket}") from None
+                    raise self._corrupt(ffmpeg_message(exc), f"after packet {npacket}") from None
                 state.errors += 1
                 break
             if packet.is_corrupt:  # the demuxer read it short or damaged
@@ -418,7 +185,7 @@ class PyAVSource(PyAVReadMixin):
                 if self.strict:
                     t = float(packet.pts * self.time_base) if packet.pts is not None else None
                     where = f"near packet {npacket}" + (f" (t={t:.3f}s)" if t is not None else "")
-                    raise self._corrupt(_short(exc), where) from None
+                    raise self._corrupt(ffmpeg_message(exc), where) from None
                 state.errors += 1
                 npacket += 1
                 continue
@@ -567,225 +334,3 @@ class PyAVSource(PyAVReadMixin):
 
     def close(self) -> None:
         self._container.close()
-
-
-# -- pixels -------------------------------------------------------------------------------------------
-
-class FrameConverter:
-    """Turns decoded pictures into uint8 arrays in display orientation at a target size.
-
-    `size` is the output (h, w) after rotation; None keeps the display size (pixel aspect applied).
-    """
-
-    def __init__(self, coded_w: int, coded_h: int, sar: Fraction, rotation: int,
-                 size: tuple[int, int] | None, luma: bool):
-        disp_w, disp_h = display_size(coded_w, coded_h, sar, rotation)
-        out_h, out_w = resolve_size(size, disp_h, disp_w)
-        self.out_h, self.out_w = out_h, out_w
-        self.rotation = rotation
-        # Scale in the coded orientation, then rotate.
-        self.scale_w, self.scale_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
-        self.resize = (self.scale_w, self.scale_h) != (coded_w, coded_h)
-        self.luma = luma
-        self._k = -(rotation // 90)  # np.rot90 turns counter-clockwise
-        self._limited_lut = (np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255)
-                             .astype(np.uint8))
-        # One swscale context for every frame (frame.reformat builds a new one per frame).
-        self._sws = VideoReformatter()
-        self._direct_sws: SwsConverter | None = None
-        self._direct_off: set = set()  # frame layouts the direct path cannot take
-        self._scratch: np.ndarray | None = None
-        self._luma_plans: dict = {}
-
-    def _direct(self, frame: av.VideoFrame) -> SwsConverter | None:
-        key = SwsConverter.key_of(frame)
-        if self._direct_sws is not None and self._direct_sws.key == key:
-            return self._direct_sws
-        if key in self._direct_off:
-            return None
-        # Only plain conversions go direct (bit-identical to PyAV); resizing keeps PyAV's scaler,
-        # whose filters differ from the legacy sws_scale entry point's.
-        same = (self.scale_w, self.scale_h) == (frame.width, frame.height)
-        sws = SwsConverter.create(frame, frame.width, frame.height, "rgb24", SWS_BILINEAR) if same else None
-        if sws is None:
-            self._direct_off.add(key)
-        self._direct_sws = sws
-        return sws
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.out_h, self.out_w) if self.luma else (self.out_h, self.out_w, 3)
-
-    def __call__(self, frame: av.VideoFrame, dst: np.ndarray | None = None) -> np.ndarray:
-        """The picture as an array; with `dst` (shape `self.shape`) written into it, saving a copy."""
-        if not self.luma:
-            sws = self._direct(frame)
-            if sws is not None:  # one swscale pass straight into the output (or a scratch to rotate)
-                if self._k % 4 == 0:
-                    return sws(frame, dst if dst is not None else np.empty(self.shape, np.uint8))
-                if self._scratch is None:
-                    self._scratch = np.empty((self.scale_h, self.scale_w, 3), np.uint8)
-                arr = np.rot90(sws(frame, self._scratch), self._k)
-                if dst is None:
-                    return np.ascontiguousarray(arr)
-                np.copyto(dst, arr)
-                return dst
-        arr = self._luma(frame) if self.luma else self._rgb(frame)
-        if self._k % 4:
-            arr = np.rot90(arr, self._k)
-        if dst is not None:
-            np.copyto(dst, arr)
-            return dst
-        return np.ascontiguousarray(arr)
-
-    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        if not self.resize and frame.width == self.scale_w and frame.height == self.scale_h:
-            return self._sws.reformat(frame, format="rgb24", threads=0).to_ndarray()
-        shrink = self.scale_w * self.scale_h < frame.width * frame.height
-        return self._sws.reformat(frame, width=self.scale_w, height=self.scale_h, format="rgb24",
-                                  interpolation="AREA" if shrink else "BICUBIC", threads=1).to_ndarray()
-
-    def _luma(self, frame: av.VideoFrame) -> np.ndarray:
-        key = (frame.format.name, frame.color_range)
-        plan = self._luma_plans.get(key)
-        if plan is None:  # once per pixel format (PyAV builds the format's objects on every access)
-            plan = self._luma_plans[key] = _luma_plan(frame.format, int(frame.color_range))
-        bits, full = plan
-        if bits:
-            plane = frame.planes[0]
-            if bits <= 8:
-                y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
-            else:  # 9-16 bit little-endian luma: keep the top 8 bits
-                y16 = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
-                y = (y16[:, :plane.width] >> (bits - 8)).astype(np.uint8)
-            y = self._resize_plane(y)
-            # Video-range luma (16..235) stretched to 0..255 so it equals Y' computed from the RGB path.
-            return y if full else cv2.LUT(y, self._limited_lut)
-        gray = self._sws.reformat(frame, format="gray", threads=1).to_ndarray()
-        return self._resize_plane(gray)
-
-    def _resize_plane(self, y: np.ndarray) -> np.ndarray:
-        w, h = self.scale_w, self.scale_h
-        if y.shape[1] == w and y.shape[0] == h:
-            return np.array(y, copy=True)  # the decoder reuses its buffer
-        # OpenCV's area filter is ~15x slower at large non-integer factors than at exactly 2x, so
-        # halve (2x2 means) while the picture is 2x the target or more, then finish with one area pass
-        # of a factor under 2 (about twice as fast as stopping the halving at 4x).
-        while y.shape[1] >= 2 * w and y.shape[0] >= 2 * h:
-            hh, ww = y.shape[0] // 2, y.shape[1] // 2
-            y = cv2.resize(y[: 2 * hh, : 2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
-        shrink = w * h < y.shape[0] * y.shape[1]
-        return cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def _luma_plan(fmt, color_range: int) -> tuple[int, bool]:
-    """(bits of the luma plane, or 0 when the format has none to take as is; full range?)."""
-    comp = fmt.components[0]
-    bits = comp.bits if comp.is_luma and comp.plane == 0 and not fmt.is_rgb else 0
-    return bits, fmt.name.startswith("yuvj") or color_range == 2  # 2: JPEG (full) range
-
-
-class ConvertThread:
-    """Converts frames into their output slots on worker threads while the caller keeps decoding.
-
-    FFmpeg decodes and swscale converts with the GIL released, so a bulk read overlaps pixel
-    conversion with decoding (a plain loop runs them in turn on one thread). Each worker has its own
-    converter (swscale contexts are not shared between threads); frames go to distinct slots, so
-    their order of completion does not matter. A short queue bounds the decoded frames held."""
-
-    def __init__(self, make_converter, workers: int = 2, depth: int = 8):
-        import queue
-        import threading
-
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._threads = [threading.Thread(target=self._work, args=(make_converter(),), name=f"vfm-convert-{i}",
-                                          daemon=True) for i in range(workers)]
-        for t in self._threads:
-            t.start()
-
-    def _work(self, conv) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if self._error is None:
-                try:
-                    conv(*item)
-                except BaseException as exc:  # noqa: BLE001 - handed to the decoding thread
-                    self._error = exc
-
-    def put(self, frame: av.VideoFrame, slot: np.ndarray) -> None:
-        if self._error is not None:
-            raise self._error
-        self._q.put((frame, slot))
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._q.put(None)
-        for t in self._threads:
-            t.join()
-        if self._error is not None:
-            raise self._error
-
-
-class FrameSink:
-    """Storage for decoded frames, filled slot by slot: a caller's buffer (`out`, reused between
-    reads so no fresh memory is touched), or chunks sized from a frame-count hint (the header may
-    lie either way: extra chunks are joined at the end, spare slots are cut off)."""
-
-    def __init__(self, frame_shape: tuple[int, ...], hint: int, out=None):
-        self.frame_shape = tuple(frame_shape)
-        self.n = 0
-        self.out = None
-        if out is not None:
-            arr = out.numpy() if hasattr(out, "numpy") else out
-            if arr.dtype != np.uint8 or tuple(arr.shape[1:]) != self.frame_shape:
-                raise ValueError(f"out must be uint8 with frame shape {self.frame_shape}, got "
-                                 f"{arr.dtype} {tuple(arr.shape)}")
-            self.out = arr
-            self.chunks = [arr]
-        else:
-            self.chunks = [np.empty((max(1, hint),) + self.frame_shape, np.uint8)]
-        self._used = [0]
-
-    def slot(self) -> np.ndarray:
-        chunk = self.chunks[-1]
-        if self._used[-1] == chunk.shape[0]:
-            if self.out is not None:
-                raise ValueError(f"out has room for {chunk.shape[0]} frames; the read returns more")
-            chunk = np.empty((max(16, self.n // 2),) + self.frame_shape, np.uint8)
-            self.chunks.append(chunk)
-            self._used.append(0)
-        i = self._used[-1]
-        self._used[-1] += 1
-        self.n += 1
-        return chunk[i]
-
-    def result(self) -> np.ndarray:
-        if len(self.chunks) == 1:
-            whole = self.chunks[0]
-            if self.out is None and self.n < whole.shape[0] // 2:
-                return whole[: self.n].copy()  # the header overstated a lot: do not keep the rest
-            return whole[: self.n]
-        return np.concatenate([c[:u] for c, u in zip(self.chunks, self._used)])
-
-
-def resolve_size(size, disp_h: int, disp_w: int) -> tuple[int, int]:
-    """(h, w) output size; one side may be -1/None to keep the display aspect."""
-    if size is None:
-        return disp_h, disp_w
-    if isinstance(size, int):
-        raise ValueError("size must be (height, width)")
-    h, w = size
-    h = None if h in (None, -1) else int(h)
-    w = None if w in (None, -1) else int(w)
-    if h is None and w is None:
-        return disp_h, disp_w
-    if h is None:
-        h = max(1, int(round(disp_h * w / disp_w)))
-    if w is None:
-        w = max(1, int(round(disp_w * h / disp_h)))
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    return h, w

@@ -38,7 +38,8 @@ from dataload.loader.config import Bucket, LoaderConfig
 from dataload.loader.decode import decode_clip
 from dataload.loader.plan import PlannedBatch, unit_hash
 from dataload.loader.sources import LATENT_MEMBER, LATENT_TENSORS, SampleInfo, SourceIndex
-from dataload.shards import _open_binary, parse_json_member, read_members
+from dataload.shards import _open_binary, read_members
+from dataload.strict_json import parse_json_member
 
 _MAX_OPEN = 16
 _TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}

@@ -13,6 +13,7 @@ enough to rebuild everything:
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections import Counter
 from typing import Any, Iterator
@@ -171,6 +172,10 @@ class VideoLoader:
         if nw == 0:
             it: Iterator[dict[str, Any]] = iter(ds)
         else:
+            # Workers are forked: garbage still waiting for the cycle collector here would be freed in
+            # each worker instead, and freeing a PyAV decoder there waits forever for its frame threads
+            # (fork does not copy threads). Collect it first.
+            gc.collect()
             it = iter(DataLoader(ds, batch_size=None, num_workers=nw, prefetch_factor=self.config.prefetch_factor,
                                  persistent_workers=False))
         for batch in it:

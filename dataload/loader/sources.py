@@ -10,7 +10,7 @@ on I/O. What is left out of the index, each reported in `skipped` with its name 
 * a refused sample of a shard (a hostile or oversized member, see `dataload.shards`), and the rest of a
   truncated or corrupt shard;
 * a curated sample whose JSON is invalid, holds a non-finite number anywhere (NaN, Infinity, 1e400), or
-  whose required keys are missing, of the wrong type or out of range (`dataload.shards.check_clip_facts`),
+  whose required keys are missing, of the wrong type or out of range (`dataload.clip_record.check_clip_facts`),
   or whose declared frame is over `max_frame_pixels`;
 * a latent sample whose safetensors header is unreadable or inconsistent: tensors missing, of the wrong
   dtype or rank, data offsets that do not match the shapes, a text mask that does not match the text.
@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataload.clip_record import CLIP_REQUIRED_MEMBERS, check_clip_facts
 from dataload.errors import ShardError
 from dataload.files import (
     FileTooLargeError,
@@ -42,13 +43,11 @@ from dataload.shards import (
     DEFAULT_MAX_SMALL_MEMBER_BYTES,
     SampleEntry,
     _open_binary,
-    check_clip_facts,
     list_shards,
-    loads_strict,
-    parse_json_member,
     read_members,
     scan_shard,
 )
+from dataload.strict_json import loads_strict, parse_json_member
 
 LATENT_MEMBER = "latents.safetensors"
 LATENT_TENSORS = ("latents", "text", "text_mask")
@@ -61,11 +60,6 @@ _ST_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 _MASK_DTYPES = ("BOOL", "U8", "I8", "I16", "I32", "I64")
 _LATENT_NDIM = {"latents": 4, "text": 2, "text_mask": 1}  # (C, T, H, W), (L, D), (L,)
-
-# The only JSON facts the plan needs. The full JSON (which may hold embeddings and caption windows) and
-# the caption are read again with the sample, so the index stays small for millions of clips.
-PLAN_KEYS = ("width", "height", "num_frames", "fps")
-
 
 @dataclass
 class SampleInfo:
@@ -308,12 +302,14 @@ def _index_one(shard: str, kind: str, caps: dict[str, int], max_frame_pixels: in
 
 
 def _sample_info(f, e: SampleEntry, kind: str, name: str, max_frame_pixels: int | None) -> SampleInfo:
-    need = ("mp4", "json") if kind == "curated" else (LATENT_MEMBER, "json")
+    need = CLIP_REQUIRED_MEMBERS if kind == "curated" else (LATENT_MEMBER, "json")
     missing = [m for m in need if m not in e.members]
     if missing:
         raise ShardError(f"misses member(s) {', '.join(missing)}")
     meta = parse_json_member(read_members(f, e, ("json",))["json"])
     if kind == "curated":
+        # only the facts the plan needs are kept: the full JSON (embeddings, caption windows) is read again
+        # with the sample, so the index stays small for millions of clips
         facts = check_clip_facts(meta)
         if max_frame_pixels is not None and facts["width"] * facts["height"] > max_frame_pixels:
             raise ShardError(f"clip is {facts['width']}x{facts['height']}, over max_frame_pixels "

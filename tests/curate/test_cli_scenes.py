@@ -69,3 +69,19 @@ def test_bad_input_one_line_each(videos, tmp_path, capsys):
     assert len(err) == 3 and all(x.startswith("vfm-curate scenes: error:") for x in err)
     assert "Traceback" not in cap.err
     assert len(cap.out.strip().splitlines()) == 1  # the good video still ran
+
+
+def test_scenes_and_probe_start_without_torch(tmp_path):
+    """`vfm-curate --help`, `probe` and `scenes` (content splitter) never import torch (seconds of start-up)."""
+    import subprocess
+    import sys
+
+    from dataload.synthetic import Shot, make_video
+
+    video = tmp_path / "v.mp4"
+    make_video(video, [Shot("pan", 4, seed=1)], [], width=64, height=36)
+    for argv in (["--help"], ["probe", str(video)], ["scenes", "--splitter", "content", str(video)]):
+        code = (f"import sys; from curate.cli import main\ntry: main({argv!r})\nexcept SystemExit: pass\n"
+                "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'ray') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip().splitlines()[-1] == "[]", (argv, out)

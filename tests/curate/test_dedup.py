@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from curate.dedup import DedupItem, find_duplicates, hamming, kmeans, phash
-from curate.models.config import DedupConfig
+from curate.stages.dedup.algorithm import DedupItem, find_duplicates, hamming, kmeans, phash
+from curate.stages.dedup.config import DedupConfig
 
 
 def _scene(seed: int, h: int = 180, w: int = 320) -> np.ndarray:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 from curate.executors.local import LocalExecutor
-from curate.stage import Resources, SourceTask, Stage
+from curate.step import PipelineStep, Resources
+from curate.task import SourceTask
 
 
-class TagStage(Stage):
+class TagStage(PipelineStep):
     """Writes which process (and its setup count) handled the task."""
 
     name = "tag"
@@ -29,7 +30,7 @@ class TagStage(Stage):
         task.codec = f"{os.getpid()}:{self.setups}"
 
 
-class DoneStage(Stage):
+class DoneStage(PipelineStep):
     name = "done"
 
     def process(self, batch):
@@ -94,7 +95,7 @@ def test_standard_pipeline_stages(tmp_path):
     assert [s.name for s in dedup.dataset_steps] == ["dedup"]
 
 
-class BrokenSetupStage(Stage):
+class BrokenSetupStage(PipelineStep):
     name = "broken"
 
     def setup(self) -> None:

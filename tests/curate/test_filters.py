@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate import scores
-from curate.config import FilterConfig
-from curate.stage import Clip, SourceTask
-from curate.stages.filters import FilterStage
+from curate.stages.filters import scores
+from curate.stages.filters.config import FilterConfig
+from curate.task import Clip, SourceTask
+from curate.stages.filters.stage import FilterStage
 from dataload.synthetic import Shot, make_video, write_video
 
 CASES = {
@@ -97,3 +97,72 @@ def test_sampling_helpers():
     flat = np.full((3, 32, 32), 128, np.uint8)
     assert scores.sharpness(flat) == 0.0
     assert scores.brightness(flat) == pytest.approx(128 / 255)
+
+
+def test_scores_do_not_depend_on_what_the_worker_scored_before(filter_videos, tmp_path):
+    """One DIS optical-flow object per frame size: a worker that scored clips of another size first gives
+    a clip the same scores as a fresh one."""
+    big = tmp_path / "big.mp4"
+    make_video(big, [Shot("pan", 30, seed=11)], [], width=320, height=180)
+    fresh = _scored(filter_videos["shaky"])
+    stage = FilterStage(FilterConfig())
+    stage.setup()
+    for path, (w, h), n in [(str(big), (320, 180), 30), (filter_videos["shaky"], (160, 96), 40)]:
+        task = SourceTask(index=0, source=path, key="k", local_path=path, width=w, height=h)
+        task.clips = [Clip("c", path, 0.0, n / 25, 0, n, n, 25.0, w, h)]
+        stage.process([task])
+    assert (task.clips[0].motion, task.clips[0].jitter) == (fresh.motion, fresh.jitter)
+
+
+def test_a_filter_is_one_small_class_recorded_by_the_base():
+    from typing import ClassVar
+
+    from curate.filter import ClipFilter
+    from curate.stages.filters.rules import FILTERS
+
+    class Portrait(ClipFilter):  # what adding a rule takes: its reason, its keep rule (and a config field)
+        reason: ClassVar[str] = "too_small"
+
+        def keep(self, clip) -> bool:
+            return clip.width >= clip.height
+
+    tall, wide = Clip("a", "v", 0.0, 2.0, 0, 50, 50, 25.0, 90, 160), Clip("b", "v", 0.0, 2.0, 0, 50, 50, 25.0, 160, 90)
+    assert Portrait()(tall) is False and (tall.status, tall.reject_reason) == ("rejected", "too_small")
+    assert Portrait()(wide) is True and wide.status == "candidate"
+    tall.reject("dark")
+    assert tall.reject_reason == "too_small"  # the first reason stays
+    with pytest.raises(TypeError, match="REJECT_REASONS"):
+        type("Bad", (ClipFilter,), {"reason": "no_such_reason"})
+    assert [f.reason for f in FILTERS] == ["too_short", "too_long", "too_small", "dark", "bright", "static",
+                                          "jittery", "blurry"]
+
+
+@pytest.mark.parametrize("preview", ["real", "always", "never"])
+def test_encoding_during_the_filter_pass_never_changes_an_output(filter_videos, tmp_path, preview, monkeypatch):
+    """The filter stage encodes the clips it expects to keep while it decodes them; whatever the preview
+    expects (right or wrong), the verdicts and the clip bytes equal those of filtering, then transcoding."""
+    from curate.stages.filters import stage as filter_stage
+    from curate.stages.transcode.config import TranscodeConfig
+    from curate.stages.transcode.encode import ClipEncoder
+    from curate.stages.transcode.stage import TranscodeStage
+
+    if preview != "real":
+        monkeypatch.setattr(filter_stage, "likely_kept", lambda *a: preview == "always")
+
+    def run(encoder, work):
+        work.mkdir()
+        out = {}
+        for name in ("good", "static", "blurred"):
+            path = filter_videos[name]
+            task = SourceTask(index=0, source=path, key="k", local_path=path, width=160, height=96, work_dir=str(work))
+            task.clips = [Clip(name, path, 0.0, 1.6, 0, 40, 40, 25.0, 160, 96)]
+            for stage in (FilterStage(FilterConfig(), encoder=encoder), TranscodeStage(TranscodeConfig())):
+                stage.process([task])
+            clip = task.clips[0]
+            out[name] = (clip.reject_reason, (work / clip.media).read_bytes() if clip.media else None)
+        assert sorted(p.name for p in work.iterdir()) == sorted(f"{n}.mp4" for n, v in out.items() if v[1])
+        return out
+
+    fused = run(ClipEncoder(TranscodeConfig()), tmp_path / "fused")
+    apart = run(None, tmp_path / "apart")
+    assert fused == apart and fused["good"][1] and fused["static"] == ("static", None)

@@ -7,9 +7,9 @@ import os
 import fsspec
 import pytest
 
-from curate.config import IngestConfig
+from curate.stages.ingest.config import IngestConfig
 from curate.errors import CurateError
-from curate.ingest import expand_inputs
+from curate.stages.ingest.expand import expand_inputs
 
 
 @pytest.fixture()

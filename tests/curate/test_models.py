@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from curate.errors import CurateError
-from curate.models.aesthetic import AestheticHead, reduce_scores
-from curate.models.embedding import ClipEncoder, clip_embedding
-from curate.models.frames import clip_windows, decode_at, sample_times
-from curate.models.http_caption import HTTPCaptioner, HTTPCaptionError
-from curate.models.tiny import save_aesthetic_head, save_tiny_clip, save_tiny_qwen2vl
-from curate.models.vlm_caption import VLMCaptioner
+from curate.stages.clip_scores.aesthetic import AestheticHead, reduce_scores
+from curate.stages.clip_scores.embedding import ClipEncoder, clip_embedding
+from curate.common.frames import clip_windows, decode_at, sample_times
+from curate.stages.vlm_caption.http import HTTPCaptioner, HTTPCaptionError
+from curate.stages.clip_scores.tiny import save_aesthetic_head, save_tiny_clip
+from curate.stages.vlm_caption.tiny import save_tiny_qwen2vl
+from curate.stages.vlm_caption.hf import VLMCaptioner
 
 
 @pytest.fixture(scope="module")

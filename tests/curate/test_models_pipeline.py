@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.cli import main
-from curate.models.frames import clip_windows
-from curate.models.tiny import save_aesthetic_head, save_tiny_clip, save_tiny_qwen2vl
+from curate.common.frames import clip_windows
+from curate.stages.clip_scores.tiny import save_aesthetic_head, save_tiny_clip
+from curate.stages.vlm_caption.tiny import save_tiny_qwen2vl
 
 
 @pytest.fixture(scope="module")

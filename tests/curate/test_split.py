@@ -7,15 +7,10 @@ import pytest
 
 from benchmarks.split import match
 from benchmarks.split_data import make_synthetic_set
-from curate.split import (
-    SceneDetector,
-    SceneResult,
-    SplitConfig,
-    detect_scenes,
-    fixed_cuts,
-    plan_clips,
-    scenes_from_cuts,
-)
+from curate.stages.split.config import SplitConfig
+from curate.stages.split.detector import SceneDetector, fixed_cuts
+from curate.stages.split.plan import plan_clips
+from curate.stages.split.result import SceneResult, scenes_from_cuts
 from dataload.synthetic import Shot, Transition, make_video
 
 
@@ -42,9 +37,47 @@ def test_content_detector_quality_on_synthetic_set(synth_set):
             assert not any(abs(c - f) <= 1 for c in res.cuts if not any(s - 2 <= c <= e + 2
                                                                        for s, e in truth.boundaries)), path
     f1 = 2 * tp / (2 * tp + fp + fn)
-    assert f1 >= 0.95, (tp, fp, fn)
+    assert f1 >= 0.97, (tp, fp, fn)
     assert hard_found == hard_total
     assert fp <= 1
+
+
+def _flash_videos(folder, seed: int):
+    """Four shots (still and moving) joined by a cut, a fade and a dissolve in random order, twice: with
+    flashes of random kinds, lengths, strengths and places, and without. Unlike the benchmark's frozen set
+    (another size, other seeds)."""
+    import dataclasses
+
+    from dataload.synthetic import FLASH_KINDS
+
+    rng = np.random.default_rng(seed)
+    shots = []
+    for _ in range(4):
+        kind = str(rng.choice(["static", "texture", "objects", "pan", "zoom", "shake"]))
+        n, length = int(rng.integers(45, 65)), int(rng.integers(1, 4))
+        starts = (int(rng.integers(6, 20)), int(rng.integers(28, n - 10)))
+        motion = {"speed": float(rng.uniform(1, 8)), "direction": float(rng.uniform(0, 360))} if kind == "pan" else {}
+        shots.append(Shot(kind, n, seed=int(rng.integers(1 << 20)), flash_at=starts, flash_len=length,
+                          flash_kind=str(rng.choice(FLASH_KINDS)), flash_strength=float(rng.uniform(0.3, 1.0)),
+                          **motion))
+    joins = [Transition("cut"), Transition("fade", int(rng.integers(8, 14))),
+             Transition("dissolve", int(rng.integers(8, 14)))]
+    joins = [joins[i] for i in rng.permutation(3)]
+    flashed = make_video(folder / "flashed.mp4", shots, joins, width=240, height=136, seed=seed)
+    make_video(folder / "plain.mp4", [dataclasses.replace(s, flash_at=()) for s in shots], joins, width=240,
+               height=136, seed=seed)
+    return flashed
+
+
+@pytest.mark.parametrize("seed", [101, 103])
+def test_flashes_of_any_kind_change_no_boundary(tmp_path, seed):
+    """Brief brightenings (whole picture or part of it, 1-3 frames, over still and moving shots) leave the
+    cuts and transitions exactly as they are without them, and no cut lands on a flash."""
+    truth = _flash_videos(tmp_path, seed)
+    det = SceneDetector(SplitConfig(splitter="content"))
+    flashed, plain = det(tmp_path / "flashed.mp4"), det(tmp_path / "plain.mp4")
+    assert (flashed.cuts, flashed.transitions) == (plain.cuts, plain.transitions), truth.flashes
+    assert sum(g is not None for g in match(flashed.cuts, truth.boundaries)) >= 2  # it does find boundaries
 
 
 def test_fades_and_dissolves_reported_as_transitions(synth_set):
@@ -100,18 +133,23 @@ def test_fixed_splitter(tmp_path):
     assert fixed_cuts(times, 3.0) == [75, 150, 225]
     truth = make_video(tmp_path / "f.mp4", [Shot("pan", 60, 1), Shot("texture", 40, 2)], [Transition("cut")],
                        width=96, height=64, fps=25)
-    res = detect_scenes(tmp_path / "f.mp4", SplitConfig(splitter="fixed", fixed_stride_s=1.0, min_clip_s=0.5,
-                                                        max_clip_s=5, trim_frames=4))
+    res = SceneDetector(SplitConfig(splitter="fixed", fixed_stride_s=1.0, min_clip_s=0.5, max_clip_s=5,
+                                    trim_frames=4))(tmp_path / "f.mp4")
     assert res.num_frames == truth.num_frames == 100
     assert res.cuts == [25, 50, 75] and res.transitions == []
     assert plan_clips(res, SplitConfig(min_clip_s=0.5, max_clip_s=5, trim_frames=4)) == res.scenes  # no trim
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="splitter"):
-        SplitConfig(splitter="magic")
-    with pytest.raises(ValueError, match="min_clip_s"):
-        SplitConfig(min_clip_s=5, max_clip_s=2)
+    from curate.config import load_config
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError, match="auto, content, transnetv2 or fixed"):
+        load_config(None, ["split.splitter=magic"])
+    with pytest.raises(CurateError, match="min_clip_s"):
+        load_config(None, ["split.min_clip_s=5", "split.max_clip_s=2"])
+    with pytest.raises(CurateError, match="min_clip_s"):
+        SceneDetector(SplitConfig(min_clip_s=5, max_clip_s=2))
 
 
 @pytest.mark.real_videos
@@ -131,8 +169,8 @@ def test_real_videos(real_videos_dir, ground_truth):
 
 
 def _cuts_exact_and_fast(path):
-    from curate.split import content
-    from curate.split.frames import decode_small
+    from curate.stages.split import content
+    from curate.stages.split.frames import decode_small
 
     return [content.detect(decode_small(path, size=(-1, 64), skip_deblock=skip).frames, SplitConfig())
             for skip in (False, True)]
@@ -171,8 +209,8 @@ def test_plan_clips_bounds_hold_on_random_vfr_scenes():
 
 
 def test_long_video_segments_match_per_video_results(synth_set):
-    from curate.split import content
-    from curate.split.frames import decode_small
+    from curate.stages.split import content
+    from curate.stages.split.frames import decode_small
 
     frames = [decode_small(p, size=(-1, 64)).frames for p, _, _ in synth_set] * 2
     joined = np.concatenate(frames)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from curate.split import SplitConfig
-from curate.split.frames import decode_small
-from curate.split.transnet import TransNetSplitter, _model_class, cuts_from_predictions
+from curate.stages.split.config import SplitConfig
+from curate.stages.split.frames import decode_small
+from curate.stages.split.transnet import TransNetSplitter, _model_class, cuts_from_predictions
 from dataload.synthetic import Shot, Transition, make_video
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from curate.split.transnet import _model_class, weights_path
-from curate.split.transnet_net import FastTransNetV2
+from curate.stages.split.transnet import _model_class, weights_path
+from curate.stages.split.transnet_net import FastTransNetV2
 
 
 @pytest.fixture(scope="module")

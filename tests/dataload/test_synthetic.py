@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dataload.synthetic import (
+    FLASH_KINDS,
     Shot,
     Transition,
     layout,
@@ -99,3 +100,20 @@ def test_subtitles(tmp_path):
         "1\n00:00:00,000 --> 00:00:01,500\nhello\n\n2\n00:01:01,250 --> 01:02:03,004\ntwo\nlines\n\n")
     write_vtt(tmp_path / "a.vtt", [(0.0, 1.5, "hello")])
     assert (tmp_path / "a.vtt").read_text() == "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nhello\n\n"
+
+
+@pytest.mark.parametrize("kind", FLASH_KINDS)
+def test_flash_kinds_brighten_without_whiting_out(kind):
+    """Each kind brightens its frames (and only them); a partial kind leaves part of the picture alone;
+    none turns the picture white."""
+    shots = [Shot("texture", 12, seed=3, flash_at=(5,), flash_len=2, flash_kind=kind, flash_strength=0.6)]
+    frames = np.stack(list(render_frames(shots, [], width=96, height=64))).astype(np.float64)
+    plain = np.stack(list(render_frames([Shot("texture", 12, seed=3)], [], width=96, height=64))).astype(np.float64)
+    changed = np.abs(frames - plain).max(axis=(1, 2, 3)) > 0
+    assert changed.tolist() == [i in (5, 6) for i in range(12)]
+    lift = (frames - plain)[5].mean(axis=2)
+    assert lift.mean() > 8 and frames[5].std() > 5  # brighter, and still a picture
+    if kind in ("spot", "side"):
+        assert (np.abs(lift) < 2).mean() > 0.15  # part of the frame is untouched
+    else:
+        assert (lift > 0).mean() > 0.5

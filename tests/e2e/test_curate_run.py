@@ -219,7 +219,7 @@ def test_whole_video_rules_skip(tmp_path, capsys):
 
 
 def test_nvenc_only_when_present(corpus, tmp_path, capsys):
-    from curate.transcode import nvenc_available
+    from curate.stages.transcode.encode import nvenc_available
 
     if nvenc_available():
         pytest.skip("this machine has NVENC; the refusal path cannot be shown")

@@ -18,7 +18,8 @@ import pytest
 from curate.config import load_config
 from curate.pipeline import build_pipeline
 from curate.runner import run_curation
-from curate.stage import Resources, SourceTask, Stage
+from curate.step import PipelineStep, Resources
+from curate.task import SourceTask
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,7 +99,7 @@ def test_ray_matches_local(ray_cluster, corpus, local_reference, tmp_path):
         assert got["members"][name] == data, f"{name} differs between the ray and local executors"
 
 
-class KillOnce(Stage):
+class KillOnce(PipelineStep):
     """Kills its own worker process (SIGKILL) the first time it sees `victim`, after the clips are
     transcoded into the task's work dir and before the commit: the worst moment to die."""
 
@@ -117,7 +118,7 @@ class KillOnce(Stage):
         return batch
 
 
-class RecordBatches(Stage):
+class RecordBatches(PipelineStep):
     """A stand-in GPU stage: declares one GPU and a batch size of 3, and logs the size of every batch."""
 
     name = "record_batches"

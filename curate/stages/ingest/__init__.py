@@ -1,0 +1,1 @@
+"""Ingest: the command line's inputs expanded into an ordered list of sources, before any work starts."""

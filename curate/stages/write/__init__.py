@@ -1,0 +1,1 @@
+"""Write: at the barrier, the outputs of a run (shards, parquet, dataset.json) and its report."""
