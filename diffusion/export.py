@@ -35,10 +35,11 @@ def export_run(run: Path, out: Path, prefer_ema: bool = True, warn=None) -> Path
     if out.exists():
         raise UserError(f"--out {out} already exists")
     cfg = load_config(str(run / "config.yaml"))
-    if cfg.model.prediction != "velocity":
-        # diffusers' Wan pipelines read the output as a velocity; an x0-predicting model would sample noise
-        raise UserError(f"--run {run}: the model predicts clean samples (model.prediction={cfg.model.prediction}); "
-                        "diffusers' Wan format holds velocity models only")
+    if cfg.model.prediction != "velocity" or cfg.model.pooled_text:
+        # diffusers' Wan pipelines read the output as a velocity and have no pooled-text projection
+        raise UserError(f"--run {run}: the model is not a plain Wan transformer (model.prediction="
+                        f"{cfg.model.prediction}, model.pooled_text={cfg.model.pooled_text}); diffusers' Wan "
+                        "format holds velocity models without pooled text only")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if cfg.train.lora.enabled:

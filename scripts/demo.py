@@ -1,142 +1,192 @@
-"""`make demo`: make a small synthetic corpus, look at it, curate it with `vfm-curate run`, say where the
-results are. Everything lands in demo_out/ (rerunning resumes; `make clean` removes it).
+"""`make demo`: the main job end to end on the shapes world, measured.
 
-    python scripts/demo.py [--out demo_out] [--workers N]
+    python scripts/demo.py [--out demo_out] [--workers N] [--fresh]
 
-The demo is a list of steps (STEPS); each takes and extends one shared dict. Later parts of the pipeline
-(training, generation) append their steps after `curate_corpus`.
+1. corpus    seeded videos of the shapes world (dataload.shapes_world) with .srt captions; the held-out
+             (colour, direction) pairs never appear in them
+2. curate    `vfm-curate run` on them: shot detection, filters, timed-text captions, shards, report
+3. split     the curated clips into train/ and a few held-back val/ clips (validation loss)
+4. train     `vfm-train fit --config demo` on 2 ranks with context parallelism (--nproc 2 --cp 2)
+5. generate  `vfm-generate` of a held-out prompt on 2 context-parallel ranks
+6. evaluate  `vfm-train eval`: every prompt of the shapes suite, measured by the video analyser
+7. report    demo_out/README.md: the training curve, frame strips beside their prompts, the table
+
+The demo is the list STEPS; each step takes and extends one shared dict. A rerun over an existing
+demo_out reuses what is complete (curation resumes, a finished run is not retrained) and its README
+says which steps did work now and which were reused, with the time each took when it was made.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "scripts"):  # run as a script from anywhere, or loaded by the demo benchmark
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-# name -> (shots, caption per shot): good shots move and are sharp; "static" shots and blurred ones are
-# there for the filters to reject.
-CORPUS = {
-    "harbour": [("pan", {}, "a slow pan along a harbour wall"), ("static", {}, "a still photo of a boat"),
-                ("objects", {}, "coloured balls bouncing on a table")],
-    "forest": [("objects", {}, "birds flitting between branches"), ("pan", {"blur": 3.0}, "a blurry pan across trees"),
-               ("pan", {"direction": 90.0}, "a camera tilting up a tree trunk")],
-    "city": [("objects", {}, "cars crossing a square at noon"), ("pan", {}, "a pan over rooftops"),
-             ("static", {"blur": 2.0}, "a blurred still of a street sign")],
-    "night": [("objects", {}, "lanterns drifting over a river"), ("pan", {"brightness": 0.1}, "a dark street at night"),
-              ("pan", {"direction": 45.0}, "a drive past lit windows")],
-}
-SHOT_FRAMES = 75  # 3 s at 25 fps: above the splitter's 2 s minimum after trimming
-SIZE = (192, 108)
+CONFIG = "demo"  # the preset of diffusion/config.py that this demo trains
+NPROC, CP = 2, 2
+VAL_CLIPS = 8  # curated clips held back for the validation loss (seen combinations, never trained on)
 
 
-def make_corpus(ctx: dict) -> None:
-    """Synthetic videos with cuts and fades, plus an .srt with one cue per shot."""
-    from dataload.synthetic import Shot, Transition, make_video, write_srt
+def _exe(name: str) -> list[str]:
+    exe = Path(sys.executable).parent / name
+    module = {"vfm-curate": "curate.cli", "vfm-train": "diffusion.cli_train", "vfm-generate": "diffusion.cli_generate"}
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", module[name]]
+
+
+def _run(ctx: dict, name: str, args: list[str], ok=(0,)) -> None:
+    import subprocess
+
+    cmd = _exe(name) + args
+    shown = " ".join([name, *(a if " " not in a else json.dumps(a) for a in args)])
+    print(f"$ {shown.replace(str(ctx['out']), ctx['out'].name)}", flush=True)
+    status = subprocess.run(cmd, cwd=ROOT).returncode
+    if status not in ok:
+        raise SystemExit(f"demo: {name} failed with exit status {status}")
+
+
+# ---------------------------------------------------------------- steps
+
+def corpus(ctx: dict) -> str:
+    """The shapes-world corpus: every training combination twice, 8 shots a video."""
+    from dataload.shapes_world import ShapesWorld, write_corpus
 
     videos = ctx["out"] / "videos"
-    videos.mkdir(parents=True, exist_ok=True)
-    for k, (name, shots) in enumerate(CORPUS.items()):
-        path = videos / f"{name}.mp4"
-        if not path.is_file():
-            spec = [Shot(kind, SHOT_FRAMES, seed=10 * k + i, **kw) for i, (kind, kw, _) in enumerate(shots)]
-            # a fade out of a nearly black shot is invisible, so dark shots end with a cut
-            trans = [Transition("fade", 10) if i % 2 and shots[i][1].get("brightness", 1) > 0.5
-                     else Transition("cut") for i in range(len(shots) - 1)]
-            truth = make_video(path, spec, trans, width=SIZE[0], height=SIZE[1], fps=25, seed=k)
-            bounds = [0] + truth.cuts + [truth.num_frames]
-            cues = [(truth.frame_times[a], truth.frame_times[b - 1], text)
-                    for (a, b), (_, _, text) in zip(zip(bounds[:-1], bounds[1:]), shots)]
-            write_srt(path.with_suffix(".srt"), cues)
-    ctx["videos"] = videos
-    print(f"corpus: {len(CORPUS)} synthetic videos with .srt captions in {videos}")
+    existed = (videos / "corpus.json").is_file()
+    manifest = write_corpus(videos, ShapesWorld())
+    ctx.update(videos=videos, corpus=manifest)
+    n = len({s["video"] for s in manifest["shots"]})
+    print(f"corpus: {n} videos, {len(manifest['shots'])} captioned shots in {videos}")
+    return "reused" if existed else "made"
 
 
-def probe_corpus(ctx: dict) -> None:
-    """What the reader sees in each video, and a strip of 8 frames of each (PNG)."""
-    import numpy as np
-    from PIL import Image
-
-    from dataload.probe import probe
-    from dataload.reader import VideoReader
-
-    strips = ctx["out"] / "strips"
-    strips.mkdir(exist_ok=True)
-    for path in sorted(ctx["videos"].glob("*.mp4")):
-        info = probe(path)
-        with VideoReader(path) as reader:
-            frames = reader.read(num_frames=8, size=(72, -1)).numpy()
-        strip = np.concatenate(list(frames), axis=1)
-        png = strips / f"{path.stem}.png"
-        tmp = png.with_name(png.stem + ".tmp.png")
-        Image.fromarray(strip).save(tmp)
-        os.replace(tmp, png)
-        print(f"  {path.name}: {info.codec} {info.width}x{info.height}, {info.num_frames} frames, "
-              f"{info.duration_s:.2f} s at {info.fps:.2f} fps -> {png}")
-
-
-def curate_corpus(ctx: dict) -> None:
-    """`vfm-curate run` on the corpus (the installed console script when present)."""
-    exe = Path(sys.executable).parent / "vfm-curate"
-    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "curate.cli"]
+def curate(ctx: dict) -> str:
+    """`vfm-curate run` (a rerun resumes: finished sources are not redone)."""
     out = ctx["out"] / "curated"
-    cmd += ["run", str(ctx["videos"]), "--out", str(out), "--workers", str(ctx["workers"])]
-    print("$ " + " ".join(cmd[-7:] if exe.is_file() else cmd))
-    t0 = time.perf_counter()
-    status = subprocess.run(cmd, cwd=ROOT).returncode
-    if status not in (0, 3):
-        raise SystemExit(f"demo: vfm-curate run failed with exit status {status}")
+    existed = (out / "clips.parquet").is_file()
+    _run(ctx, "vfm-curate", ["run", str(ctx["videos"]), "--out", str(out), "--workers", str(ctx["workers"])],
+         ok=(0, 3))
     ctx["curated"] = out
-    ctx["curate_s"] = time.perf_counter() - t0
+    return "resumed" if existed else "made"
 
 
-def show_results(ctx: dict) -> None:
-    import pyarrow.parquet as pq
+def split(ctx: dict) -> str:
+    """train/ and val/ shard folders from the curated shards (clips whose caption is not one world
+    caption, e.g. two shots a missed cut joined, are left out and counted)."""
+    from demo_report import split_curated  # scripts/demo_report.py
 
-    out = ctx["curated"]
-    clips = pq.read_table(out / "clips.parquet").to_pylist()
-    reasons: dict[str, int] = {}
-    for c in clips:
-        if c["reject_reason"]:
-            reasons[c["reject_reason"]] = reasons.get(c["reject_reason"], 0) + 1
-    kept = sum(c["status"] == "kept" for c in clips)
-    print(f"clips: {kept} kept of {len(clips)} candidates; rejected: "
-          + (", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"))
-    print(f"shards: {out / 'shards'}")
-    print(f"report: {out / 'report.md'} (figures beside it), frame strips: {ctx['out'] / 'strips'}")
+    return split_curated(ctx, VAL_CLIPS)
 
 
-def train_and_generate(ctx: dict) -> None:
-    """Train `tiny` on the curated clips (2 ranks, cp=2), generate from a training caption, report."""
-    from demo_train import demo_step  # scripts/demo_train.py, beside this file
+def train(ctx: dict) -> str:
+    """`vfm-train fit --config demo` on 2 ranks, context parallel; a finished run is kept."""
+    from diffusion.checkpoint import latest_checkpoint
+    from diffusion.config import load_config
 
-    demo_step(ctx)
+    run = ctx["out"] / "run"
+    ctx["run"] = run
+    steps = load_config(CONFIG).train.steps
+    found = latest_checkpoint(run) if (run / "config.yaml").is_file() else None
+    if found is not None and found[0] >= steps:
+        return "reused"
+    resume = ["--resume"] if found is not None else []
+    _run(ctx, "vfm-train", ["fit", "--config", CONFIG, "--data", str(ctx["train_data"]), "--val-data",
+                            str(ctx["val_data"]), "--out", str(run), "--nproc", str(NPROC), "--cp", str(CP),
+                            *resume])
+    return "resumed" if resume else "made"
 
 
-# The demo, in order. Training and generation steps go after curate_corpus (they read ctx["curated"]).
-STEPS = [make_corpus, probe_corpus, curate_corpus, show_results, train_and_generate]
+def generate(ctx: dict) -> str:
+    """`vfm-generate` of the first held-out prompt on 2 context-parallel ranks."""
+    from dataload.shapes_world import ShapesWorld
+    from diffusion.evaluate.suite import shapes_suite
+
+    prompt = next(p for p in shapes_suite(ShapesWorld()) if p.heldout).prompt
+    video = ctx["out"] / "generated" / "heldout.mp4"
+    ctx.update(generated=video, generated_prompt=prompt)
+    if video.is_file() and video.stat().st_mtime >= _checkpoint_mtime(ctx["run"]):
+        return "reused"
+    video.parent.mkdir(exist_ok=True)
+    _run(ctx, "vfm-generate", ["--run", str(ctx["run"]), "--prompt", prompt, "--out", str(video), "--seed", "0",
+                               "--nproc", str(NPROC), "--cp", str(CP), "--overwrite"])
+    return "made"
+
+
+def evaluate(ctx: dict) -> str:
+    """`vfm-train eval` with the shapes suite (seen and held-out prompts, 2 seeds each)."""
+    out = ctx["out"] / "eval"
+    ctx["eval"] = out
+    summary = out / "summary.json"
+    if summary.is_file() and summary.stat().st_mtime >= _checkpoint_mtime(ctx["run"]):
+        return "reused"
+    _run(ctx, "vfm-train", ["eval", "--run", str(ctx["run"]), "--out", str(out), "--json"])
+    return "made"
+
+
+def report(ctx: dict) -> str:
+    """demo_out/README.md with the pictures."""
+    from demo_report import write_report  # scripts/demo_report.py
+
+    write_report(ctx)
+    print(f"report: {ctx['out'] / 'README.md'}")
+    return "made"
+
+
+def _checkpoint_mtime(run: Path) -> float:
+    from diffusion.checkpoint import latest_checkpoint
+
+    found = latest_checkpoint(run)
+    return found[1].stat().st_mtime if found else float("inf")
+
+
+STEPS = [corpus, curate, split, train, generate, evaluate, report]
+
+
+# ---------------------------------------------------------------- driver
+
+def run_demo(out: Path, workers: int, steps=None) -> dict:
+    """Run the steps in order into `out`; returns the shared dict (with per-step timings)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings_path = out / "timings.json"
+    earlier = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    ctx = {"out": out, "workers": workers, "timings": {}, "earlier": earlier, "started": time.time()}
+    for step in steps or STEPS:
+        print(f"== {step.__name__}", flush=True)
+        t0 = time.perf_counter()
+        what = step(ctx)
+        seconds = time.perf_counter() - t0
+        # a reused step keeps the time it took when it did the work
+        made_in = earlier.get(step.__name__, {}).get("made_in_s") if what == "reused" else seconds
+        ctx["timings"][step.__name__] = {"what": what, "seconds": round(seconds, 1),
+                                         "made_in_s": None if made_in is None else round(made_in, 1)}
+        timings_path.write_text(json.dumps(ctx["timings"], indent=1))
+    ctx["total_s"] = time.time() - ctx["started"]
+    return ctx
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "demo_out"), help="where everything goes (default demo_out/)")
-    parser.add_argument("--workers", type=int, default=max(1, min(2, len(os.sched_getaffinity(0)))))
+    parser.add_argument("--workers", type=int, default=max(1, min(2, len(os.sched_getaffinity(0)))),
+                        help="curation workers (default: up to 2)")
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
-    ctx = {"out": out, "workers": args.workers}
-    for step in STEPS:
-        print(f"== {step.__name__}")
-        step(ctx)
+    ctx = run_demo(out, args.workers)
+    done = [f"{k} {v['seconds']:.0f} s" + (" (reused)" if v["what"] == "reused" else "")
+            for k, v in ctx["timings"].items()]
+    print(f"demo: finished in {ctx['total_s']:.0f} s ({', '.join(done)}); open {out / 'README.md'}")
     return 0
 
 

@@ -31,6 +31,11 @@ class DiTConfig:
     # through the model's width, the clean sample it can (x-prediction: Li & He, "Back to Basics", 2025).
     prediction: str = "velocity"
     sample_min_sigma: float = 0.05
+    # True: the masked mean of the text embeddings, projected to `dim`, joins the timestep embedding, so
+    # every block's modulation sees the prompt (the pooled text of PixArt and SD3; Wan has none). Trained
+    # from scratch on few samples, a model learns global attributes (colour, direction) this way long
+    # before cross-attention alone singles out the words that carry them.
+    pooled_text: bool = False
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)

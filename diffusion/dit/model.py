@@ -100,14 +100,17 @@ class VideoDiT(nn.Module):
         self.time_embed = MLP2(c.freq_dim, c.dim, c.dim, nn.SiLU())
         self.time_modulation = nn.Linear(c.dim, 6 * c.dim)  # applied to SiLU(time embedding)
         self.text_embed = MLP2(c.text_dim, c.dim, c.dim, nn.GELU(approximate="tanh"))
+        self.text_pool = nn.Linear(c.text_dim, c.dim) if c.pooled_text else None
         self.blocks = nn.ModuleList(DiTBlock(c) for _ in range(c.num_layers))
         self.head = Head(c.dim, c.out_channels * c.patch_volume, c.eps)
         # start by predicting x0 = 0 (mid grey): a random head's output would be divided by sigma
         # (diffusion.dit.weights reads these prefixes when it initialises a sharded model)
-        self.zero_init_prefixes = ("head.proj.",) if c.prediction == "sample" else ()
-        if c.prediction == "sample":
-            nn.init.zeros_(self.head.proj.weight)
-            nn.init.zeros_(self.head.proj.bias)
+        # pooled text starts at zero: the model begins as the one without it
+        self.zero_init_prefixes = (("head.proj.",) if c.prediction == "sample" else ()) + (
+            ("text_pool.",) if c.pooled_text else ())
+        for name, p in self.named_parameters():
+            if name.startswith(self.zero_init_prefixes):
+                nn.init.zeros_(p)
         self.activation_checkpointing = c.activation_checkpointing
         self._cp = None
 
@@ -145,6 +148,11 @@ class VideoDiT(nn.Module):
         param_dtype = self.time_embed.fc1.weight.dtype
         temb = self.time_embed(timestep_sinusoid(timestep, c.freq_dim, param_dtype).to(param_dtype))
         temb = temb.type_as(tokens)
+        if self.text_pool is not None:
+            keep = (torch.ones(text.shape[:2], device=text.device) if text_mask is None else text_mask)
+            keep = keep.to(param_dtype)[..., None]
+            pooled = (text.to(param_dtype) * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+            temb = temb + self.text_pool(pooled).type_as(temb)
         mod = self.time_modulation(F.silu(temb)).unflatten(1, (6, c.dim))
         mod = mod if mod.dtype == torch.float64 else mod.float()
         temb32 = temb if temb.dtype == torch.float64 else temb.float()
