@@ -23,6 +23,7 @@ BENCHMARKS = {
     "gpu": "benchmarks.gpu",
     "demo": "benchmarks.demo",
     "memory": "benchmarks.memory",
+    "hetero-video": "benchmarks.hetero_video",
 }
 
 

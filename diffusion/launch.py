@@ -23,10 +23,6 @@ import time
 import traceback
 from typing import Any, Callable
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-
 from diffusion.errors import UserError, user_message
 
 PG_TIMEOUT_S = 120
@@ -53,6 +49,8 @@ def under_torchrun() -> bool:
 
 
 def _init(rank: int, world_size: int, init_method: str | None, backend: str) -> None:
+    import torch.distributed as dist  # torch only where ranks start: --help stays fast
+
     kwargs: dict[str, Any] = {"timeout": datetime.timedelta(seconds=PG_TIMEOUT_S)}
     if init_method is not None:
         kwargs.update(init_method=init_method, rank=rank, world_size=world_size)
@@ -69,6 +67,8 @@ def rank_context():
     else spawn."""
     import multiprocessing
 
+    import torch.multiprocessing as mp
+
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
@@ -80,6 +80,9 @@ def _rank_main(rank, world_size, init_method, backend, fn, kwargs, result_queue,
                env=None):
     if spawned:  # the parent handles Ctrl-C for the whole job
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+    import torch.distributed as dist
+
     if threads:
         torch.set_num_threads(threads)
     if env is not None:  # the launcher's environment now (a fork server holds the one it started with)
@@ -112,6 +115,8 @@ def launch(fn: Callable[..., Any], nproc: int, kwargs: dict | None = None, *,
     """Run fn on nproc ranks (or on the torchrun-provided ranks); returns 0 when all succeeded.
 
     A failure raises UserError (bad input found in a rank) or RankError, with the first rank's message."""
+    import torch.distributed as dist
+
     kwargs = kwargs or {}
     backend = backend_for_device()
     if under_torchrun():
