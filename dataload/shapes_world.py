@@ -94,6 +94,13 @@ class ShapesWorld:
     def caption(self, scene: Scene) -> str:
         return f"a {scene.color} {scene.shape} moves {_PHRASE[scene.direction]} on a {scene.background} background"
 
+    def vocabulary(self) -> list[str]:
+        """Every word its captions use, in a fixed order (the demo's word-level text encoder)."""
+        words = "a moves on background to the".split()
+        for name in [*self.colors, *self.shapes, *(_PHRASE[d] for d in self.directions), *self.backgrounds]:
+            words += name.split()
+        return list(dict.fromkeys(words))
+
     def parse(self, caption: str) -> Scene | None:
         """The scene a caption of this world describes, or None when it is not one of its captions."""
         colors = "|".join(re.escape(c) for c in sorted(self.colors, key=len, reverse=True))

@@ -123,7 +123,7 @@ def prepare_run(cfg: ExperimentConfig, plan: FitPlan) -> None:
 
         torch.manual_seed(cfg.train.seed)
         create_tiny_text_encoder(str(run / TEXT_ENCODER_DIR), dim=cfg.text.dim or cfg.model.text_dim,
-                                 max_length=cfg.text.max_length, seed=cfg.train.seed)
+                                 max_length=cfg.text.max_length, seed=cfg.train.seed, vocab=cfg.text.vocab)
     save_config(cfg, run / "config.yaml")
     atomic_write_text(run / "run.json", json.dumps(
         {"data": [[p, w] for p, w in plan.sources], "parallel": to_dict(cfg.parallel), "init_from": plan.init_from},

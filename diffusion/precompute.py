@@ -41,7 +41,7 @@ def precompute(cfg: ExperimentConfig, sources: list[tuple[str, float]], out: Pat
             tmp = out / "text_encoder.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             create_tiny_text_encoder(str(tmp), dim=cfg.text.dim or cfg.model.text_dim,
-                                     max_length=cfg.text.max_length, seed=cfg.train.seed)
+                                     max_length=cfg.text.max_length, seed=cfg.train.seed, vocab=cfg.text.vocab)
             tmp.rename(local)
         te = TextEncoder.from_pretrained(str(local), replace(cfg.text, path=None))
     from parallel.device import rank_device

@@ -28,8 +28,17 @@ class TextEncoderConfig:
     subfolder_model: str | None = None  # e.g. "text_encoder" inside a diffusers pipeline folder
     subfolder_tokenizer: str | None = None  # e.g. "tokenizer"
     dtype: str = "float32"
+    # Words of a word-level tokenizer for the tiny random encoder a from-scratch run creates (a closed
+    # vocabulary such as the demo's); None: the byte-level ByT5 tokenizer. A random encoder over bytes
+    # spreads each word over several positions it has never learnt to join; whole words give the DiT one
+    # distinct vector per word to attend to. Unknown words map to one shared token.
+    vocab: list[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.vocab is not None:
+            self.vocab = [str(w) for w in self.vocab]
+            if not self.vocab or any(not w or w != w.strip().lower() or " " in w for w in self.vocab):
+                raise ValueError("text.vocab must be a non-empty list of lower-case words without spaces")
         if self.kind not in ("t5", "umt5"):
             raise ValueError(f"text encoder kind must be 't5' or 'umt5', got {self.kind!r}")
         if self.max_length < 1:
@@ -123,21 +132,38 @@ class TextEncoder:
         return cls(config)
 
 
+def word_tokenizer(vocab: list[str]):
+    """A word-level tokenizer over `vocab` (lower-cased, split on whitespace and punctuation, `</s>`
+    appended as T5 does), as a transformers fast tokenizer that saves and reloads with the run."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    ids = {w: i for i, w in enumerate(dict.fromkeys(specials + list(vocab)))}
+    tok = Tokenizer(WordLevel(ids, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", ids["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
 def create_tiny_text_encoder(directory: str, dim: int = 64, max_length: int = 64, num_layers: int = 2,
-                             num_heads: int = 4, seed: int = 0) -> str:
-    """Save a tiny random T5 encoder + ByT5 tokenizer to `directory`; returns the directory."""
+                             num_heads: int = 4, seed: int = 0, vocab: list[str] | None = None) -> str:
+    """Save a tiny random T5 encoder + its tokenizer (ByT5 bytes, or words of `vocab`) to `directory`;
+    returns the directory."""
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
     quiet_unless_tty()
 
-    tokenizer = ByT5Tokenizer()
+    tokenizer = ByT5Tokenizer() if vocab is None else word_tokenizer(vocab)
     cfg = T5Config(vocab_size=len(tokenizer), d_model=dim, d_kv=dim // num_heads, d_ff=2 * dim,
                    num_layers=num_layers, num_heads=num_heads, relative_attention_num_buckets=8,
                    relative_attention_max_distance=32, dropout_rate=0.0, feed_forward_proj="gated-gelu",
                    is_encoder_decoder=False, use_cache=False)
     torch.manual_seed(seed)
     model = T5EncoderModel(cfg)
-    enc = TextEncoder(TextEncoderConfig(kind="t5", path=None, max_length=max_length, dim=dim),
+    enc = TextEncoder(TextEncoderConfig(kind="t5", path=None, max_length=max_length, dim=dim, vocab=vocab),
                       model=model, tokenizer=tokenizer)
     enc.save(directory)
     return directory

@@ -63,11 +63,12 @@ def run(args) -> int:
         raise CurateError(f"--fixed-stride must be above 0, got {args.fixed_stride}")
     detector = SceneDetector(SplitConfig(splitter=args.splitter, fixed_stride_s=args.fixed_stride))
     failed = 0
-    for video in args.videos:
-        try:
-            result = detector(video)
-        except (VideoError, OSError) as exc:  # a missing file, a FIFO or folder, not a video: one line each
-            msg = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    for video, result in detector.detect_many(args.videos):
+        if isinstance(result, Exception):
+            if not isinstance(result, (VideoError, OSError)):
+                raise result
+            # a missing file, a FIFO or folder, not a video: one line each
+            msg = describe_os_error(result) if isinstance(result, OSError) else str(result)
             print(f"vfm-curate scenes: error: {' '.join(path_text(msg).split())}", file=sys.stderr)
             failed += 1
             continue

@@ -53,3 +53,23 @@ def test_config_checks(te_dir):
         TextEncoderConfig(kind="clip")
     with pytest.raises(FileNotFoundError):
         TextEncoder.from_pretrained("/nonexistent/te")
+
+
+def test_word_level_vocabulary_saves_and_reloads(tmp_path):
+    """text.vocab: one token per word (case folded, punctuation split off), unknown words share one
+    token, `</s>` closes the prompt; the run folder reloads the same tokenizer and embeddings."""
+    words = "a red blue circle moves to the left".split()
+    d = create_tiny_text_encoder(str(tmp_path / "words"), dim=32, max_length=12, vocab=words)
+    enc = TextEncoder.from_pretrained(d)
+    assert enc.config.vocab == words
+    ids = enc.tokenizer(["a Red circle moves to the left.", "a purple circle"]).input_ids
+    unk, eos = enc.tokenizer.unk_token_id, enc.tokenizer.eos_token_id
+    assert len(ids[0]) == 9 and ids[0][-1] == eos and unk in ids[0]  # "." is a word of its own, unknown
+    assert ids[1][1] == unk and ids[1][0] == ids[0][0] and ids[1][2] == ids[0][2]
+    emb, mask = enc.encode(["a red circle", "a blue circle"])
+    assert mask.sum(1).tolist() == [4, 4]
+    assert (emb[0, 1] - emb[1, 1]).abs().max() > 1e-3  # the colour words differ
+    again, _ = TextEncoder.from_pretrained(d).encode(["a red circle", "a blue circle"])
+    torch.testing.assert_close(again, emb, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="vocab"):
+        TextEncoderConfig(vocab=["two words"])
