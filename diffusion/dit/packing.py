@@ -56,14 +56,13 @@ class PackLayout:
         padded = padded_length(self.total, world)
         per = padded // world
         seg = self.segments(padded)
-        local = seg[rank * per:(rank + 1) * per]
-        runs = []
-        start = 0
-        for j in range(1, per + 1):  # contiguous runs of one real sample in this shard
-            if j == per or local[j] != local[start]:
-                if int(local[start]) < self.num_samples:
-                    runs.append((start, j, int(local[start])))
-                start = j
+        lo, hi = rank * per, (rank + 1) * per
+        local = seg[lo:hi]
+        runs = []  # the part of each sample inside this shard, in shard coordinates
+        cu = self.cu_seqlens
+        for i, (a, b) in enumerate(zip(cu, cu[1:])):
+            if max(a, lo) < min(b, hi):
+                runs.append((max(a, lo) - lo, min(b, hi) - lo, i))
         token_sample = local.clamp_max(self.num_samples - 1)  # padding borrows the last sample's conditions
         return RankPack(segments=seg.to(device) if world > 1 else None, cu_seqlens=self.cu_seqlens,
                         token_sample=token_sample.to(device), runs=tuple(runs), local_len=per)
