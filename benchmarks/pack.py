@@ -29,7 +29,7 @@ WEIGHTS = [3, 1, 2, 3, 1, 2, 3, 1, 2]
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--samples", type=int, default=48, help="samples in the mixed corpus")
+    p.add_argument("--samples", type=int, default=24, help="samples in the mixed corpus")
     p.add_argument("--dim", type=int, default=64, help="DiT width")
     p.add_argument("--layers", type=int, default=2, help="DiT blocks")
     p.add_argument("--budget-samples", type=int, default=2,

@@ -1,6 +1,7 @@
 """`vfm-train fit --set data.pack_tokens=N` on a mixed curated folder (two resolutions, two durations and
-one-frame clips), 2 ranks with context parallelism: it trains, logs its packing, resumes exactly, and the
-run still generates at a size it never trained on."""
+one-frame clips) blended with a folder of images curated by `vfm-curate run`, 2 ranks with context
+parallelism: it trains, logs its packing, resumes exactly, and the run still generates at a size it never
+trained on."""
 
 from __future__ import annotations
 
@@ -46,10 +47,21 @@ def mixed(tmp_path_factory) -> Path:
     return write_mixed(tmp_path_factory.mktemp("mixed"))
 
 
-def _fit(data: Path, out: Path, *extra: str) -> int:
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    from curate.cli import main
+    from tests.e2e.test_curate_images import write_images
+
+    root = tmp_path_factory.mktemp("images")
+    assert main(["run", str(write_images(root / "pictures")), "--out", str(root / "out"), "--workers", "0"]) == 0
+    return root / "out"
+
+
+def _fit(data: Path, out: Path, *extra: str, images: Path | None = None) -> int:
     from diffusion.cli_train import main
 
-    return main(["fit", "--config", "tiny", "--data", str(data), "--out", str(out), "--steps", str(STEPS),
+    blend = ["--data", f"{data}=3", "--data", f"{images}=1"] if images is not None else ["--data", str(data)]
+    return main(["fit", "--config", "tiny", *blend, "--out", str(out), "--steps", str(STEPS),
                  "--nproc", "2", "--cp", "2", "--set", "parallel.cp_mode=ring", *PACK, *extra])
 
 
@@ -58,9 +70,9 @@ def _records(run: Path) -> list[dict]:
 
 
 @pytest.mark.distributed
-def test_packed_fit_logs_packing_resumes_exactly_and_generates(mixed, tmp_path):
+def test_packed_fit_logs_packing_resumes_exactly_and_generates(mixed, images, tmp_path):
     straight = tmp_path / "straight"
-    assert _fit(mixed, straight) == 0
+    assert _fit(mixed, straight, images=images) == 0
     records = _records(straight)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     for r in records:
@@ -71,8 +83,8 @@ def test_packed_fit_logs_packing_resumes_exactly_and_generates(mixed, tmp_path):
     assert len({r["real_tokens"] for r in records} | {r["samples"] for r in records}) > 1
 
     split = tmp_path / "split"
-    assert _fit(mixed, split, "--stop-after", "2") == 0
-    assert _fit(mixed, split, "--resume") == 0
+    assert _fit(mixed, split, "--stop-after", "2", images=images) == 0
+    assert _fit(mixed, split, "--resume", images=images) == 0
     assert [r["loss"] for r in _records(split)] == [r["loss"] for r in records]
 
     from diffusion.cli_generate import main
