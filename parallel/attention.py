@@ -34,6 +34,8 @@ from parallel.local_attention import (
     fused_ok,
     local_attention,
     merge,
+    segment_bounds,
+    varlen_attention,
 )
 
 Mode = Literal["ulysses", "ring", "usp"]
@@ -75,8 +77,9 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
     mask: optional bool key mask (B, L), True = attend, over the global key sequence (unpadded or padded
     length). seq_len: unpadded global length of the sharded sequence (keys at or after it are ignored).
     segments: a packed sequence's (S_global_padded,) segment id per global position (every batch row
-    alike): a query attends only to keys of its own segment, on whichever rank they sit, so samples
-    may cross rank boundaries. Give the end padding a segment of its own.
+    alike; each segment one contiguous run): a query attends only to keys of its own segment, on
+    whichever rank they sit, so samples may cross rank boundaries. Give the end padding a segment of its
+    own. Packed batches have batch size 1.
     Returns (B, S_local, H, D).
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
@@ -104,7 +107,7 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
         segments = segments.to(q.device)
     if n == 1:
         if segments is not None:
-            return local_attention(q, k, v, scale, key_valid, causal, segments=segments)
+            return _whole_sequence(q, k, v, scale, key_valid, causal, segments)
         if key_valid is None:  # fast path: fused SDPA
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  is_causal=causal, scale=scale)
@@ -123,10 +126,19 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
     ug = cp.group if mode == "ulysses" else cp.ulysses_group
     qh, kh, vh = (seq_all_to_all(t, ug, scatter_dim=2, gather_dim=1, stats=cp.stats) for t in (q, k, v))
     if mode == "ulysses" or group_size(cp.ring_group) == 1:  # a ring of one is plain local attention
-        out = local_attention(qh, kh, vh, scale, key_valid, causal, segments=segments)
+        out = _whole_sequence(qh, kh, vh, scale, key_valid, causal, segments)
     else:
         out = ring_attention(qh, kh, vh, cp.ring_group, scale, key_valid, causal, cp.stats, segments)
     return seq_all_to_all(out, ug, scatter_dim=1, gather_dim=2, stats=cp.stats)
+
+
+def _whole_sequence(q, k, v, scale, key_valid, causal, segments):
+    """Attention over the whole (gathered) sequence. Packed segments alone are contiguous runs: each run
+    attends by itself (per-segment SDPA, or the variable-length kernel on CUDA), exactly and without an
+    S x S mask; with a key mask or causality too, the masked math runs."""
+    if segments is not None and key_valid is None and not causal:
+        return varlen_attention(q, k, v, segment_bounds(segments), scale=scale)
+    return local_attention(q, k, v, scale, key_valid, causal, segments=segments)
 
 
 def _key_valid(mask, batch: int, total: int, seq_len: int | None, device) -> torch.Tensor | None:

@@ -51,6 +51,13 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     return torch.cat(parts, dim=1)
 
 
+def segment_bounds(segments: torch.Tensor) -> list[int]:
+    """Offsets [0, ..., S] of the runs of equal ids in a (S,) segment-id tensor (a packed sequence's
+    samples, then its end padding)."""
+    change = (segments[1:] != segments[:-1]).nonzero().flatten() + 1
+    return [0, *change.tolist(), int(segments.numel())]
+
+
 def _varlen_kernel_ok(q: torch.Tensor) -> bool:
     """The guard of the fused variable-length kernel: CUDA, half precision, flash-sized heads."""
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
