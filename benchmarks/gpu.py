@@ -7,7 +7,9 @@ Correctness first, then figures:
    log-sum-exp; CPU: the flash kernel) inside ring attention (4 ranks simulated on one device: every query
    block against every key block, merged by LSE; backward from the final output and LSE) and inside
    Ulysses (heads split across 4 simulated ranks), against the float64 math reference: forward output,
-   LSE and every gradient (tolerance ATTN_TOL[dtype]).
+   LSE and every gradient (tolerance ATTN_TOL[dtype]). Then the packed sequence's block-diagonal attention
+   (`varlen_attention`: torch's variable-length flash kernel on CUDA in bf16, per-segment SDPA otherwise)
+   against the float64 math per sample, forward and gradients.
 3. Generation: one seeded video from a tiny model on the device against the same on the CPU (uint8
    frames; tolerance GEN_TOL levels of mean absolute difference, GEN_MAX_TOL at any pixel).
 4. Figures: model FLOPs utilisation of wan-1.3b forward+backward in bf16 at 32,760 tokens (FLOPs counted
@@ -140,6 +142,38 @@ def check_attention_kernels(device: torch.device, dtype: torch.dtype, small: boo
     rows.append({"check": f"ulysses attention, fused kernel ({name}), 4 ranks simulated", "value": err,
                  "tolerance": tol, "ok": err <= tol})
     return rows
+
+
+def check_packed_attention(device: torch.device, dtype: torch.dtype, small: bool) -> dict:
+    """Block-diagonal attention of a packed sequence (`varlen_attention`: torch's variable-length flash
+    kernel on CUDA in half precision, per-segment SDPA otherwise) against the float64 math per segment,
+    forward and backward."""
+    from parallel.local_attention import _varlen_kernel_ok, attn_block_forward, varlen_attention
+
+    heads, dim = 4, 64
+    lens = [37, 64, 5, 90] if small else [1500, 4096, 77, 2600]
+    cu = [0]
+    for n in lens:
+        cu.append(cu[-1] + n)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, cu[-1], heads, dim, generator=g).to(device, dtype).requires_grad_(True)
+               for _ in range(3))
+    dout = torch.randn(1, cu[-1], heads, dim, generator=g).to(device, dtype)
+    out = varlen_attention(q, k, v, cu)
+    out.backward(dout)
+    q64, k64, v64 = (x.detach().double().requires_grad_(True) for x in (q, k, v))
+    scale = 1 / math.sqrt(dim)
+    ref = torch.cat([attn_block_forward(q64[:, a:b], k64[:, a:b], v64[:, a:b], scale)[0]
+                     for a, b in zip(cu, cu[1:])], dim=1)
+    ref.backward(dout.double())
+    errs = {"out": _rel(out, ref), "dq": _rel(q.grad, q64.grad), "dk": _rel(k.grad, k64.grad),
+            "dv": _rel(v.grad, v64.grad)}
+    worst = max(errs.values())
+    name = str(dtype).removeprefix("torch.")
+    kernel = "varlen kernel" if _varlen_kernel_ok(q) else "per-segment SDPA"
+    tol = ATTN_TOL[dtype]
+    return {"check": f"packed attention, {kernel} ({name}), {len(lens)} samples", "value": worst, "tolerance": tol,
+            "ok": worst <= tol, "note": " ".join(f"{k}={v:.1e}" for k, v in errs.items())}
 
 
 def _tiny_export(folder: Path) -> Path:
@@ -280,6 +314,7 @@ def run(args) -> BenchResult:
     rows = [check_dit_bf16(device, small)]
     for dtype in ([torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]):
         rows += check_attention_kernels(device, dtype, small)
+        rows.append(check_packed_attention(device, dtype, small))
     rows.append(check_generate(device))
     figures: dict = {}
     if not args.no_figures:

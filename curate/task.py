@@ -81,6 +81,7 @@ class SourceTask:
     height: int | None = None
     codec: str | None = None
     decode_errors: int | None = None
+    image: bool = False  # a still picture (one frame from an image format): curated as a one-frame clip
     clips: list[Clip] = field(default_factory=list)
     frame_times: list[float] = field(default_factory=list)  # per decoded frame, from the stream's pts
     stage_seconds: dict[str, float] = field(default_factory=dict)

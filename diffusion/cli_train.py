@@ -173,25 +173,27 @@ def check_training_memory(cfg, nproc: int) -> None:
                         f"{nproc} CPU rank(s); {describe(have)} is available")
 
 
-def _check_data(sources: list[tuple[str, float]]) -> None:
-    """Every source exists and holds shards of one known kind (checked before any rank starts)."""
+def _check_data(sources: list[tuple[str, float]]) -> set[str]:
+    """Every source exists and holds shards of one known kind (checked before any rank starts); the kinds."""
     from dataload.files import describe_os_error
     from dataload.loader.sources import resolve_source
 
+    kinds = set()
     for path, _ in sources:
         if "://" not in path and not Path(path).exists():
             raise UserError(f"--data {path}: no such file or folder")
         try:
-            resolve_source(path)
+            kinds.add(resolve_source(path)[0])
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(f"--data {path}: {' '.join(str(exc).split())}") from None
         except OSError as exc:
             raise UserError(f"--data {path}: {describe_os_error(exc)}") from None
+    return kinds
 
 
 def run_fit(args) -> int:
     from dataload.lock import FolderLock
-    from diffusion.config import load_config, to_dict
+    from diffusion.config import check_packing, load_config, to_dict
     from diffusion.fit import FitPlan, fit_rank, prepare_run
 
     cfg = load_config(args.config, args.overrides)
@@ -201,7 +203,7 @@ def run_fit(args) -> int:
 
         cfg = apply(cfg, init)
     nproc, cfg.parallel = resolve_layout(cfg, args)
-    _check_data(args.data)
+    check_packing(cfg, _check_data(args.data))
     steps = args.steps if args.steps is not None else cfg.train.steps
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")

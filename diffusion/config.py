@@ -373,6 +373,37 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def pack_patch(cfg: ExperimentConfig, kind: str) -> tuple[int, int, int]:
+    """What one DiT token covers in the loader's tensors: pixels (curated data: the VAE's downsampling times
+    the model's patch) or latent positions (latent data: the model's patch)."""
+    pt, ph, pw = cfg.model.patch_size
+    if kind == "latent":
+        return pt, ph, pw
+    ft, fs = vae_factors(cfg)
+    return ft * pt, fs * ph, fs * pw
+
+
+def check_packing(cfg: ExperimentConfig, kinds: set[str]) -> None:
+    """`data.pack_tokens` against the model, the data kind and the layout; ConfigError (one line)."""
+    data = cfg.data
+    if data.pack_tokens is None:
+        return
+    if cfg.parallel.encoders != "replicated":
+        raise ConfigError(f"data.pack_tokens needs parallel.encoders=replicated (got {cfg.parallel.encoders}): "
+                          "packed batches are encoded by the ranks that train on them")
+    for kind in sorted(kinds):
+        want = pack_patch(cfg, kind)
+        if tuple(data.patch) != want:
+            raise ConfigError(f"data.patch {list(data.patch)} must be what one DiT token covers in {kind} data, "
+                              f"{list(want)}, when data.pack_tokens is set (--set data.patch=[{','.join(map(str, want))}])")
+    if "curated" in kinds:
+        smallest = min(data.bucket_list(), key=lambda b: data.tokens((b.num_frames, b.height, b.width)))
+        need = data.tokens((smallest.num_frames, smallest.height, smallest.width))
+        if data.pack_tokens < need:
+            raise ConfigError(f"data.pack_tokens {data.pack_tokens} is smaller than one sample: the smallest "
+                              f"bucket {smallest.num_frames}x{smallest.height}x{smallest.width} needs {need} tokens")
+
+
 def _deep_update(dst: dict, src: dict, where: str) -> None:
     for k, v in src.items():
         key = f"{where}.{k}" if where else k

@@ -61,9 +61,16 @@ class Conditioner:
                    "text_mask": batch["text_mask"][rows]}
         else:
             text, mask = self.encode_text(list(batch["caption"])[rows])
-            out = {"latents": self.encode_video(batch["video"][rows]), "text": text, "text_mask": mask}
+            video = batch["video"]
+            if isinstance(video, list):  # a packed batch: clips of different shapes, encoded one by one
+                latents = [self.encode_video(v[None])[0] for v in video[rows]]
+            else:
+                latents = self.encode_video(video[rows])
+            out = {"latents": latents, "text": text, "text_mask": mask}
         if batch.get("pad_mask") is not None:
             out["pad_mask"] = torch.as_tensor(batch["pad_mask"], dtype=torch.bool)[rows]
+        if batch.get("loss_mask") is not None:  # a packed batch: its token budget, for the packing metrics
+            out["pack_tokens"] = int(batch["loss_mask"].shape[0])
         return out
 
 

@@ -125,6 +125,31 @@ class FlowMatching:
             dist.all_reduce(count, group=dp_group)
         return count.to(torch.float64 if pred.dtype == torch.float64 else torch.float32)
 
+    # -- packed batches: lists of per-sample tensors of different shapes ------------------------------
+    def packed_loss(self, preds: list[torch.Tensor], targets: list[torch.Tensor], weights: torch.Tensor | None,
+                    normalizer: torch.Tensor | float) -> torch.Tensor:
+        """sum over samples of weight_i * (summed squared error of sample i) / normalizer. A packed batch
+        holds no padding tokens (the model returns real tokens only), so every element counts;
+        weights (N,) zero the loader's repeated samples."""
+        total = None
+        for i, (p, t) in enumerate(zip(preds, targets)):
+            err = (p.float() - t.float()) ** 2 if p.dtype != torch.float64 else (p - t) ** 2
+            part = err.sum() if weights is None else err.sum() * weights[i].to(err.dtype)
+            total = part if total is None else total + part
+        if total is None:
+            raise ValueError("a packed batch needs at least one sample")
+        denom = normalizer if torch.is_tensor(normalizer) else torch.tensor(float(normalizer))
+        return total / denom.to(device=total.device, dtype=total.dtype).clamp_min(1e-12)
+
+    @staticmethod
+    def packed_element_count(latents: list[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss elements of a packed batch: the real samples' latent elements."""
+        count = torch.zeros((), dtype=torch.float64)
+        for i, x in enumerate(latents):
+            if weights is None or bool(weights[i]):
+                count += x.numel()
+        return count
+
     def apply_caption_dropout(self, text: torch.Tensor, text_mask: torch.Tensor, empty_text: torch.Tensor,
                               empty_mask: torch.Tensor, generator: torch.Generator | None = None,
                               rate: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,6 +5,10 @@ generator seeded by (seed, step, global sample index). So every rank of a contex
 the same noise, a data-parallel run sees the same noise as one process on the same global batch, and
 a resumed run draws exactly what an uninterrupted one would.
 
+A packed batch (`batch["latents"]` a list of per-sample latents of different shapes, one sequence in the
+DiT) draws the same way per sample, from a stream of its data-parallel rank (packs hold different numbers
+of samples on different ranks); its loss counts the real samples' elements only.
+
 Gradient convention: every rank computes the loss of its data-parallel slice over the whole sequence
 (the DiT gathers its output over the CP group), scaled by (local samples / global samples); FSDP2
 sums (not averages) gradients over all dp x cp ranks, and the CP gather's backward hands each rank
@@ -170,6 +174,11 @@ def reshard(model: nn.Module) -> None:
             module.reshard()
 
 
+def is_packed(batch: dict) -> bool:
+    """A packed batch holds a list of per-sample latents (one sequence in the DiT)."""
+    return isinstance(batch["latents"], (list, tuple))
+
+
 class Trainer:
     """One model, its optimizer, schedule and EMA; `train_step` takes a conditioned latent batch."""
 
@@ -211,6 +220,8 @@ class Trainer:
              normalizer: torch.Tensor | None = None) -> torch.Tensor:
         """This rank's share of the global-batch loss: sum of its squared errors / global element count
         (`normalizer`, when the global batch spans several micro-batches)."""
+        if is_packed(batch):
+            return self._packed_loss(step, batch, stream, dropout, offset, normalizer)
         x0 = batch["latents"].to(self.device, self.dtype)
         text = batch["text"].to(self.device, self.dtype)
         text_mask = batch["text_mask"].to(self.device)
@@ -237,12 +248,48 @@ class Trainer:
             normalizer = obj.global_normalizer(pred, mask, self.par.dp_group)
         return obj.loss(pred.to(target.dtype), target, mask, normalizer=normalizer)
 
+    def _packed_loss(self, step: int, batch: dict, stream: str, dropout: bool, offset: int,
+                     normalizer: torch.Tensor | None) -> torch.Tensor:
+        """The loss of one packed batch: per-sample draws as in `loss`, one forward over the packed
+        sequence, squared errors over the real samples' elements."""
+        x0s = [x.to(self.device, self.dtype) for x in batch["latents"]]
+        text = batch["text"].to(self.device, self.dtype)
+        text_mask = batch["text_mask"].to(self.device)
+        obj = self.objective
+        ts, xts, targets, texts, masks = [], [], [], [], []
+        # packs differ in size between ranks: each data-parallel rank draws from its own stream
+        seeds = [sample_seed(self.tcfg.seed, step, offset + i, f"{stream}/dp{self.par.dp_rank}")
+                 for i in range(len(x0s))]
+        for i, (x0, seed) in enumerate(zip(x0s, seeds)):
+            g = torch.Generator().manual_seed(seed)
+            t_i = obj.sample_timesteps(1, generator=g)
+            noise = obj.sample_noise(x0[None], generator=g)
+            ti, mi = text[i:i + 1], text_mask[i:i + 1]
+            if dropout and self.null_text is not None:
+                ti, mi, _ = obj.apply_caption_dropout(ti, mi, self.null_text[0], self.null_text[1], generator=g)
+            xt, target = obj.noisy(x0[None], noise, t_i.to(self.device))
+            ts.append(t_i)
+            xts.append(xt[0])
+            targets.append(target[0])
+            texts.append(ti)
+            masks.append(mi)
+        t = torch.cat(ts).to(self.device)
+        with self._autocast():
+            preds = self.model(xts, t, torch.cat(texts), torch.cat(masks))
+        weights = batch.get("pad_mask")
+        if normalizer is None:
+            normalizer = self._normalizer([batch])
+        return obj.packed_loss([p.to(tg.dtype) for p, tg in zip(preds, targets)], targets, weights, normalizer)
+
     def _normalizer(self, batches: list[dict]) -> torch.Tensor:
         """Loss elements of the whole global batch: every micro-batch of every data-parallel rank."""
         count = torch.zeros((), dtype=torch.float64)
         for batch in batches:
             mask = batch.get("pad_mask")
-            count += self.objective.element_count(batch["latents"], mask)
+            if is_packed(batch):
+                count += self.objective.packed_element_count(batch["latents"], mask)
+            else:
+                count += self.objective.element_count(batch["latents"], mask)
         count = count.to(self.device)
         if self.par.dp_group is not None and dist.is_initialized() and dist.get_world_size(self.par.dp_group) > 1:
             dist.all_reduce(count, group=self.par.dp_group)
@@ -278,7 +325,8 @@ class Trainer:
             part = self.loss(step, micro, offset=offset, normalizer=normalizer)
             part.backward()
             share += part.detach().double()
-            offset += micro["latents"].shape[0] * self.par.dp_size
+            # packed draws count this rank's samples in its own stream; batched ones the global batch
+            offset += len(micro["latents"]) * (1 if is_packed(micro) else self.par.dp_size)
         loss = self._global_loss(share)
         grad_norm = clip_grads(self.model.parameters(), self.tcfg.optim.grad_clip, self.par.grad_group)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -291,12 +339,32 @@ class Trainer:
                 self.ema.update(self.model)
         self.scheduler.step()
         dt = time.perf_counter() - t0
-        global_batch = sum(b["latents"].shape[0] for b in batches) * self.par.dp_size
-        # DiT tokens of the global batch (latent positions over the patch volume)
+        samples, tokens, capacity = self._trained(batches)
+        out = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm, "skipped": skipped,
+               "samples_per_s": samples / dt, "tokens_per_s": tokens / dt, "step_time_s": dt,
+               "samples": samples, "real_tokens": tokens}
+        if capacity:
+            out["pack_tokens"] = capacity
+            out["padding_fraction"] = 1.0 - tokens / capacity
+        return out
+
+    def _trained(self, batches: list[dict]) -> tuple[int, int, int]:
+        """(real samples, their DiT tokens, packed token capacity) of the global batch; loader repeats
+        (pad_mask False) are not counted."""
         patch = getattr(getattr(self.model, "config", None), "patch_volume", 1)
-        tokens = global_batch * math.prod(batches[0]["latents"].shape[2:]) // patch
-        return {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm, "skipped": skipped,
-                "samples_per_s": global_batch / dt, "tokens_per_s": tokens / dt, "step_time_s": dt}
+        counts = torch.zeros(3, dtype=torch.float64)
+        for b in batches:
+            keep = b.get("pad_mask")
+            for i, x in enumerate(b["latents"]):
+                if keep is None or bool(keep[i]):
+                    counts[0] += 1
+                    counts[1] += math.prod(x.shape[1:]) // patch  # (C, F, H, W) -> tokens
+            counts[2] += int(b.get("pack_tokens") or 0)
+        group = self.par.dp_group
+        if group is not None and dist.is_initialized() and dist.get_world_size(group) > 1:
+            counts = counts.to(self.device)
+            dist.all_reduce(counts, group=group)
+        return int(counts[0]), int(counts[1]), int(counts[2])
 
     @torch.no_grad()
     def weights_finite(self) -> bool:

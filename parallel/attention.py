@@ -34,6 +34,8 @@ from parallel.local_attention import (
     fused_ok,
     local_attention,
     merge,
+    segment_bounds,
+    varlen_attention,
 )
 
 Mode = Literal["ulysses", "ring", "usp"]
@@ -67,12 +69,17 @@ class ContextParallel:
 
 def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextParallel | None, *,
                  kv_replicated: bool = False, mask: torch.Tensor | None = None, scale: float | None = None,
-                 causal: bool = False, seq_len: int | None = None) -> torch.Tensor:
+                 causal: bool = False, seq_len: int | None = None,
+                 segments: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of this rank's query shard over the whole (sharded or replicated) key sequence.
 
     q: (B, S_local, H, D). k, v: (B, S_local, H, D), or the full (B, S_kv, H, D) with kv_replicated.
     mask: optional bool key mask (B, L), True = attend, over the global key sequence (unpadded or padded
     length). seq_len: unpadded global length of the sharded sequence (keys at or after it are ignored).
+    segments: a packed sequence's (S_global_padded,) segment id per global position (every batch row
+    alike; each segment one contiguous run): a query attends only to keys of its own segment, on
+    whichever rank they sit, so samples may cross rank boundaries. Give the end padding a segment of its
+    own. Packed batches have batch size 1.
     Returns (B, S_local, H, D).
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
@@ -87,11 +94,20 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
     n = 1 if cp is None else cp.size
     rank = 0 if cp is None else cp.rank
     if kv_replicated:
+        if segments is not None:
+            raise ValueError("cp_attention: segments apply to a sharded (self-attention) sequence only")
         key_valid = _key_valid(mask, k.shape[0], k.shape[1], None, k.device)
         return local_attention(q, k, v, scale, key_valid, causal, q_offset=rank * q.shape[1])
     total = q.shape[1] * n
     key_valid = _key_valid(mask, q.shape[0], total, seq_len, q.device)
+    if segments is not None:
+        if segments.dim() != 1 or segments.shape[0] != total:
+            raise ValueError(f"segments must be ({total},) ids of the padded global sequence, "
+                             f"got {tuple(segments.shape)}")
+        segments = segments.to(q.device)
     if n == 1:
+        if segments is not None:
+            return _whole_sequence(q, k, v, scale, key_valid, causal, segments)
         if key_valid is None:  # fast path: fused SDPA
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  is_causal=causal, scale=scale)
@@ -106,14 +122,23 @@ def cp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ContextP
                              f"or heads_fallback='ring'")
         mode = "ring"
     if mode == "ring":
-        return ring_attention(q, k, v, cp.group, scale, key_valid, causal, cp.stats)
+        return ring_attention(q, k, v, cp.group, scale, key_valid, causal, cp.stats, segments)
     ug = cp.group if mode == "ulysses" else cp.ulysses_group
     qh, kh, vh = (seq_all_to_all(t, ug, scatter_dim=2, gather_dim=1, stats=cp.stats) for t in (q, k, v))
     if mode == "ulysses" or group_size(cp.ring_group) == 1:  # a ring of one is plain local attention
-        out = local_attention(qh, kh, vh, scale, key_valid, causal)
+        out = _whole_sequence(qh, kh, vh, scale, key_valid, causal, segments)
     else:
-        out = ring_attention(qh, kh, vh, cp.ring_group, scale, key_valid, causal, cp.stats)
+        out = ring_attention(qh, kh, vh, cp.ring_group, scale, key_valid, causal, cp.stats, segments)
     return seq_all_to_all(out, ug, scatter_dim=1, gather_dim=2, stats=cp.stats)
+
+
+def _whole_sequence(q, k, v, scale, key_valid, causal, segments):
+    """Attention over the whole (gathered) sequence. Packed segments alone are contiguous runs: each run
+    attends by itself (per-segment SDPA, or the variable-length kernel on CUDA), exactly and without an
+    S x S mask; with a key mask or causality too, the masked math runs."""
+    if segments is not None and key_valid is None and not causal:
+        return varlen_attention(q, k, v, segment_bounds(segments), scale=scale)
+    return local_attention(q, k, v, scale, key_valid, causal, segments=segments)
 
 
 def _key_valid(mask, batch: int, total: int, seq_len: int | None, device) -> torch.Tensor | None:
@@ -132,38 +157,59 @@ def _key_valid(mask, batch: int, total: int, seq_len: int | None, device) -> tor
 
 
 def ring_attention(q, k, v, group, scale: float, key_valid=None, causal: bool = False,
-                   stats: CommStats | None = None) -> torch.Tensor:
-    """Ring attention over `group`; key_valid is (B, S_local * P) for the whole ring's keys."""
-    return _RingAttention.apply(q, k, v, group, scale, key_valid, causal, stats)
+                   stats: CommStats | None = None, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Ring attention over `group`; key_valid is (B, S_local * P) for the whole ring's keys, segments
+    (S_local * P,) the packed-sample id of every global position."""
+    return _RingAttention.apply(q, k, v, group, scale, key_valid, causal, stats, segments)
 
 
-def _block_fwd(q, k, v, scale, key_valid, causal, q_block, k_block):
+def _plain(key_valid, segments) -> bool:
+    return key_valid is None and segments is None
+
+
+def _block_fwd(q, k, v, scale, key_valid, causal, q_block, k_block, segments=None, mask=None):
     """One ring block: the fused kernel when nothing but (diagonal) causality masks it."""
-    if key_valid is None and fused_ok(q) and q.shape[1] == k.shape[1]:
+    if _plain(key_valid, segments) and fused_ok(q) and q.shape[1] == k.shape[1]:
         return fused_forward(q, k, v, scale, causal and q_block == k_block)
-    mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device)
+    if mask is None:
+        mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device, segments)
     return attn_block_forward(q, k, v, scale, mask)
 
 
-def _block_bwd(q, k, v, out, lse, dout, scale, key_valid, causal, q_block, k_block):
-    if key_valid is None and fused_ok(q) and q.shape[1] == k.shape[1]:
+def _block_bwd(q, k, v, out, lse, dout, scale, key_valid, causal, q_block, k_block, segments=None, mask=None):
+    if _plain(key_valid, segments) and fused_ok(q) and q.shape[1] == k.shape[1]:
         return fused_backward(q, k, v, out, lse, dout, scale, causal and q_block == k_block)
-    mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device)
+    if mask is None:
+        mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device, segments)
     return attn_block_backward(q, k, v, out, lse, dout, scale, mask)
 
 
-def _ring_block_mask(key_valid, causal, q_len, k_len, q_block, k_block, device):
+def _ring_block_mask(key_valid, causal, q_len, k_len, q_block, k_block, device, segments=None):
+    """The mask of one (query block, key block) pair, from global positions: key validity, causality and
+    the packed samples (a sample crossing a rank boundary sees its keys in the neighbour's block)."""
     kv = None if key_valid is None else key_valid[:, k_block * k_len:(k_block + 1) * k_len]
     q_pos = k_pos = None
     if causal:
         q_pos = torch.arange(q_len, device=device) + q_block * q_len
         k_pos = torch.arange(k_len, device=device) + k_block * k_len
-    return block_mask(kv, q_pos, k_pos, causal)
+    q_seg = k_seg = None
+    if segments is not None:
+        q_seg = segments[q_block * q_len:(q_block + 1) * q_len]
+        k_seg = segments[k_block * k_len:(k_block + 1) * k_len]
+    return block_mask(kv, q_pos, k_pos, causal, q_seg, k_seg)
+
+
+def _block_mask_or_skip(q, k, key_valid, causal, q_block, k_block, segments):
+    """(skip, mask): a block in which no query shares a packed sample with any key is skipped."""
+    if segments is None:
+        return False, None
+    mask = _ring_block_mask(key_valid, causal, q.shape[1], k.shape[1], q_block, k_block, q.device, segments)
+    return not bool(mask.any()), mask
 
 
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, group, scale, key_valid, causal, stats):
+    def forward(ctx, q, k, v, group, scale, key_valid, causal, stats, segments):
         n, r = group_size(group), group_rank(group)
         b, s, h, _ = q.shape
         out = torch.zeros_like(q)
@@ -172,8 +218,9 @@ class _RingAttention(torch.autograd.Function):
         for step in range(n):
             src = (r - step) % n
             pending = ring_shift_start(cur, group, stats) if step < n - 1 else None
-            if not (causal and src > r):  # a later block is fully masked under causal attention
-                o_b, l_b = _block_fwd(q, cur[0], cur[1], scale, key_valid, causal, r, src)
+            skip, mask = _block_mask_or_skip(q, cur[0], key_valid, causal, r, src, segments)
+            if not (causal and src > r) and not skip:  # a later block is fully masked under causal attention
+                o_b, l_b = _block_fwd(q, cur[0], cur[1], scale, key_valid, causal, r, src, segments, mask)
                 out, lse = merge(out, lse, o_b, l_b)
             if pending is not None:
                 for w in pending[1]:
@@ -181,12 +228,14 @@ class _RingAttention(torch.autograd.Function):
                 cur = pending[0]
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.group, ctx.scale, ctx.key_valid, ctx.causal, ctx.stats = group, scale, key_valid, causal, stats
+        ctx.segments = segments
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
         group, scale, key_valid, causal, stats = ctx.group, ctx.scale, ctx.key_valid, ctx.causal, ctx.stats
+        segments = ctx.segments
         n, r = group_size(group), group_rank(group)
         dout = dout.contiguous()
         dq = torch.zeros_like(q)
@@ -195,8 +244,10 @@ class _RingAttention(torch.autograd.Function):
         for step in range(n):
             src = (r - step) % n
             pending = ring_shift_start(cur, group, stats) if step < n - 1 else None
-            if not (causal and src > r):
-                dq_b, dk_b, dv_b = _block_bwd(q, cur[0], cur[1], out, lse, dout, scale, key_valid, causal, r, src)
+            skip, mask = _block_mask_or_skip(q, cur[0], key_valid, causal, r, src, segments)
+            if not (causal and src > r) and not skip:
+                dq_b, dk_b, dv_b = _block_bwd(q, cur[0], cur[1], out, lse, dout, scale, key_valid, causal, r, src,
+                                              segments, mask)
                 dq += dq_b
                 acc[0] = acc[0] + dk_b
                 acc[1] = acc[1] + dv_b
@@ -206,4 +257,4 @@ class _RingAttention(torch.autograd.Function):
                 cur = pending[0]
             if n > 1:  # the accumulator follows its block; after n shifts it is home
                 acc = ring_shift(acc, group, stats)
-        return dq, acc[0], acc[1], None, None, None, None, None
+        return dq, acc[0], acc[1], None, None, None, None, None, None

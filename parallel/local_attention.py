@@ -10,15 +10,65 @@ import torch
 
 
 def block_mask(key_valid: torch.Tensor | None, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None,
-               causal: bool) -> torch.Tensor | None:
-    """Boolean (B|1, Sq|1, Sk) mask from a key-validity (B, Sk) and global positions (for causal)."""
+               causal: bool, q_seg: torch.Tensor | None = None,
+               k_seg: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Boolean (B|1, Sq|1, Sk) mask from a key-validity (B, Sk), global positions (for causal) and the
+    segment (packed sample) of each query and key: a query attends only to keys of its own segment."""
     m = None
     if key_valid is not None:
         m = key_valid[:, None, :]
     if causal:
         c = (k_pos[None, None, :] <= q_pos[None, :, None])
         m = c if m is None else (m & c)
+    if q_seg is not None:
+        s = q_seg[None, :, None] == k_seg[None, None, :]
+        m = s if m is None else (m & s)
     return m
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: list[int],
+                     scale: float | None = None) -> torch.Tensor:
+    """Block-diagonal attention over a packed (1, S, H, D) sequence: positions [cu[i], cu[i+1]) attend
+    among themselves only. On CUDA (half precision) torch's variable-length flash kernel runs it in one
+    call; elsewhere each segment goes through SDPA on its own slice, which equals running the samples
+    one by one and never builds an S x S mask."""
+    if q.shape[0] != 1:
+        raise ValueError(f"a packed sequence has batch size 1, got {tuple(q.shape)}")
+    if _varlen_kernel_ok(q):
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = torch.tensor(cu_seqlens, dtype=torch.int32, device=q.device)
+        longest = max(b - a for a, b in zip(cu_seqlens[:-1], cu_seqlens[1:]))
+        out = varlen_attn(q[0], k[0], v[0], cu, cu, longest, longest, scale=scale)
+        return out[None]
+    t = lambda x: x.transpose(1, 2)  # noqa: E731
+    parts = []
+    for a, b in zip(cu_seqlens[:-1], cu_seqlens[1:]):
+        o = torch.nn.functional.scaled_dot_product_attention(t(q[:, a:b]), t(k[:, a:b]), t(v[:, a:b]), scale=scale)
+        parts.append(t(o))
+    if cu_seqlens[-1] < q.shape[1]:  # trailing positions outside every segment attend nothing
+        parts.append(torch.zeros_like(q[:, cu_seqlens[-1]:]))
+    return torch.cat(parts, dim=1)
+
+
+def segment_bounds(segments: torch.Tensor) -> list[int]:
+    """Offsets [0, ..., S] of the runs of equal ids in a (S,) segment-id tensor (a packed sequence's
+    samples, then its end padding)."""
+    change = (segments[1:] != segments[:-1]).nonzero().flatten() + 1
+    return [0, *change.tolist(), int(segments.numel())]
+
+
+def _varlen_kernel_ok(q: torch.Tensor) -> bool:
+    """The guard of the fused variable-length kernel: CUDA, half precision, flash-sized heads."""
+    if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if q.shape[-1] % 8 or q.shape[-1] > 256:
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # The one place that picks the fused kernel (a kernel that also returns the log-sum-exp, so ring and USP
@@ -159,12 +209,17 @@ class LocalAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
-def local_attention(q, k, v, scale: float, key_valid=None, causal: bool = False, q_offset: int = 0):
-    """Attention of q over all of k/v; `q_offset` is q's first global position (causal only)."""
-    if key_valid is None and fused_ok(q) and (not causal or (q_offset == 0 and q.shape[1] == k.shape[1])):
+def local_attention(q, k, v, scale: float, key_valid=None, causal: bool = False, q_offset: int = 0,
+                    segments: torch.Tensor | None = None):
+    """Attention of q over all of k/v; `q_offset` is q's first global position (causal only).
+    segments: (Sk,) segment id of every key position, q being positions [q_offset, q_offset + Sq)."""
+    if key_valid is None and segments is None and fused_ok(q) and (
+            not causal or (q_offset == 0 and q.shape[1] == k.shape[1])):
         return LocalAttention.apply(q, k, v, scale, None, causal)
     q_pos = k_pos = None
     if causal:
         q_pos = torch.arange(q.shape[1], device=q.device) + q_offset
         k_pos = torch.arange(k.shape[1], device=q.device)
-    return LocalAttention.apply(q, k, v, scale, block_mask(key_valid, q_pos, k_pos, causal), None)
+    q_seg = None if segments is None else segments[q_offset:q_offset + q.shape[1]]
+    mask = block_mask(key_valid, q_pos, k_pos, causal, q_seg, segments)
+    return LocalAttention.apply(q, k, v, scale, mask, None)

@@ -2,6 +2,9 @@
 
 `attend` is the one place that chooses the kernel: plain SDPA on one rank, `parallel.attention.cp_attention`
 when a context-parallel group is set (the sequence is sharded; text K/V are replicated on every rank).
+A packed sequence (`pack`, diffusion/dit/packing.py) attends block-diagonally: by segment on one rank
+(`parallel.local_attention.varlen_attention`), by the global segment ids under context parallelism; its
+cross-attention runs per contiguous run of one sample against that sample's text.
 """
 
 from __future__ import annotations
@@ -12,15 +15,21 @@ from torch import nn
 
 from diffusion.dit.rope import apply_rope
 from parallel.attention import cp_attention
+from parallel.local_attention import varlen_attention
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp=None, *, key_mask: torch.Tensor | None = None,
-           seq_len: int | None = None) -> torch.Tensor:
+           seq_len: int | None = None, pack=None) -> torch.Tensor:
     """q (B, Sq, H, D), k/v (B, Sk, H, D) -> (B, Sq, H, D). key_mask (B, Sk) bool: True = attend.
 
     With `cp`, q/k/v are this rank's shards of a sequence of `seq_len` tokens (padded at the end to a
-    multiple of the group; padded keys are ignored).
+    multiple of the group; padded keys are ignored). With `pack` (self-attention of a packed sequence)
+    a token attends to its own sample's tokens only.
     """
+    if pack is not None:
+        if cp is not None:
+            return cp_attention(q, k, v, cp, segments=pack.segments)
+        return varlen_attention(q, k, v, pack.cu_seqlens)
     if cp is not None:
         return cp_attention(q, k, v, cp, mask=key_mask, seq_len=seq_len)
     mask = None if key_mask is None else key_mask[:, None, None, :]
@@ -64,13 +73,13 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cp=None,
-                seq_len: int | None = None) -> torch.Tensor:
+                seq_len: int | None = None, pack=None) -> torch.Tensor:
         # with tensor parallelism the projections hold this rank's heads only: -1 keeps the head size
         head = x.shape[-1] // self.num_heads
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, (-1, head)), cos, sin)
         k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, (-1, head)), cos, sin)
         v = self.v(x).unflatten(-1, (-1, head))
-        o = attend(q, k, v, cp, seq_len=seq_len).flatten(2).type_as(x)
+        o = attend(q, k, v, cp, seq_len=seq_len, pack=pack).flatten(2).type_as(x)
         return self.out(o)
 
 
@@ -88,12 +97,30 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+                text_mask: torch.Tensor | None = None, pack=None) -> torch.Tensor:
         head = x.shape[-1] // self.num_heads
         q = self.norm_q(self.q(x)).unflatten(-1, (-1, head))
         k = self.norm_k(self.k(text)).unflatten(-1, (-1, head))
         v = self.v(text).unflatten(-1, (-1, head))
         # queries are this rank's tokens and K/V the whole (replicated) text: the attention is local,
         # so no context-parallel communication is needed here
-        o = attend(q, k, v, None, key_mask=text_mask).flatten(2).type_as(x)
-        return self.out(o)
+        if pack is None:
+            o = attend(q, k, v, None, key_mask=text_mask)
+        else:
+            o = _packed_cross(q, k, v, text_mask, pack)
+        return self.out(o.flatten(2).type_as(x))
+
+
+def _packed_cross(q, k, v, text_mask, pack) -> torch.Tensor:
+    """Each run of one sample's tokens (1, n, H, D) attends to that sample's text (k/v row); the end
+    padding of a context-parallel shard gets zeros."""
+    parts, at = [], 0
+    for start, end, i in pack.runs:
+        if start > at:
+            parts.append(q.new_zeros((1, start - at, *q.shape[2:])))
+        mask = None if text_mask is None else text_mask[i:i + 1]
+        parts.append(attend(q[:, start:end], k[i:i + 1], v[i:i + 1], None, key_mask=mask))
+        at = end
+    if at < q.shape[1]:
+        parts.append(q.new_zeros((1, q.shape[1] - at, *q.shape[2:])))
+    return torch.cat(parts, dim=1)

@@ -6,6 +6,10 @@ Q/K, 3D RoPE) -> gated residual; LN -> cross-attention to text; modulated LN -> 
 residual]; modulated LN head -> linear -> unpatchify. Norms and modulation run in float32 (as Wan does),
 so bf16 autocast keeps them stable.
 
+A packed batch (a list of per-sample latents of different sizes, see diffusion/dit/packing.py) runs as
+one sequence: each sample is patch-embedded and unpatchified on its own, takes its own RoPE positions,
+timestep modulation and text, and self-attention never crosses samples.
+
 With a context-parallel group set, the token sequence (and its RoPE angles) is sharded over the group
 after the patch embedding (padded at the end when it does not divide) and gathered before
 unpatchifying; text tokens stay replicated. Parameter gradients are then partial per CP rank: their
@@ -23,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffusion.dit.attention import CrossAttention, SelfAttention
 from diffusion.dit.config import DiTConfig
+from diffusion.dit.packing import RankPack, check_packed_inputs
 from diffusion.dit.rope import rope_angles, rope_cos_sin
 from parallel.sequence import gather_sequence, shard_sequence
 
@@ -67,15 +72,18 @@ class DiTBlock(nn.Module):
         self.mlp = MLP2(c.dim, c.ffn_dim, c.dim, nn.GELU(approximate="tanh"))
         self.modulation = nn.Parameter(torch.randn(1, 6, c.dim) / c.dim**0.5)
 
-    def forward(self, x, mod, text, cos, sin, cp=None, seq_len=None, text_mask=None):
+    def forward(self, x, mod, text, cos, sin, cp=None, seq_len=None, text_mask=None, pack: RankPack | None = None):
         # mod (B, 6, D) in float32: shift/scale/gate for attention, then for the MLP
         m = self.modulation.to(mod.dtype) + mod
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = m.chunk(6, dim=1)
+        if pack is None:
+            shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = m.chunk(6, dim=1)
+        else:  # packed: each token takes its own sample's modulation, (1, S_local, D) each
+            shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = m[pack.token_sample].transpose(0, 1).chunk(6, dim=0)
         h = (_layer_norm32(x, self.eps) * (1 + scale_a) + shift_a).type_as(x)
-        x = (x.to(m.dtype) + self.self_attn(h, cos, sin, cp, seq_len) * gate_a).type_as(x)
+        x = (x.to(m.dtype) + self.self_attn(h, cos, sin, cp, seq_len, pack) * gate_a).type_as(x)
         h = x if self.cross_norm is None else _layer_norm32(
             x, self.eps, self.cross_norm.weight, self.cross_norm.bias).type_as(x)
-        x = x + self.cross_attn(h, text, text_mask)
+        x = x + self.cross_attn(h, text, text_mask, pack)
         h = (_layer_norm32(x, self.eps) * (1 + scale_f) + shift_f).type_as(x)
         return (x.to(m.dtype) + self.mlp(h).to(m.dtype) * gate_f).type_as(x)
 
@@ -88,6 +96,10 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """temb (B, D), or (1, S, D) per token for a packed sequence."""
+        if temb.ndim == 3:
+            shift, scale = (self.modulation.to(temb.dtype)[:, :, None, :] + temb[:, None]).unbind(1)
+            return self.proj((_layer_norm32(x, self.eps) * (1 + scale) + shift).type_as(x))
         shift, scale = (self.modulation.to(temb.dtype) + temb[:, None, :]).chunk(2, dim=1)
         return self.proj((_layer_norm32(x, self.eps) * (1 + scale) + shift).type_as(x))
 
@@ -124,9 +136,14 @@ class VideoDiT(nn.Module):
         self.activation_checkpointing = enabled
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, F, H, W) latents, timestep (B,) in [0, 1000), text (B, L, text_dim) -> velocity like x."""
+    def forward(self, x: torch.Tensor | list[torch.Tensor], timestep: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """x (B, C, F, H, W) latents, timestep (B,) in [0, 1000), text (B, L, text_dim) -> velocity like x.
+
+        A list x of N latents (C, F_i, H_i, W_i) is a packed batch (timestep (N,), text (N, L, text_dim)):
+        one sequence, attention within each sample; returns the list of N velocities."""
+        if isinstance(x, (list, tuple)):
+            return self._forward_packed(list(x), timestep, text, text_mask)
         c = self.config
         if x.ndim != 5 or x.shape[1] != c.in_channels:
             raise ValueError(f"expected x of shape (B, {c.in_channels}, F, H, W), got {tuple(x.shape)}")
@@ -145,23 +162,7 @@ class VideoDiT(nn.Module):
 
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
-        param_dtype = self.time_embed.fc1.weight.dtype
-        temb = self.time_embed(timestep_sinusoid(timestep, c.freq_dim, param_dtype).to(param_dtype))
-        temb = temb.type_as(tokens)
-        if self.text_pool is not None:
-            keep = (torch.ones(text.shape[:2], device=text.device) if text_mask is None else text_mask)
-            keep = keep.to(param_dtype)[..., None]
-            pooled = (text.to(param_dtype) * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-            temb = temb + self.text_pool(pooled).type_as(temb)
-        mod = self.time_modulation(F.silu(temb)).unflatten(1, (6, c.dim))
-        mod = mod if mod.dtype == torch.float64 else mod.float()
-        temb32 = temb if temb.dtype == torch.float64 else temb.float()
-
-        if text_mask is not None:
-            # Wan's convention: padded text positions are zero vectors (they still pass the projection)
-            text = text * text_mask[..., None].to(text.dtype)
-        ctx = self.text_embed(text.to(param_dtype))
-        ctx_mask = text_mask.bool() if (text_mask is not None and c.text_attention_mask) else None
+        mod, temb32, ctx, ctx_mask = self._condition(timestep, text, text_mask, tokens.dtype)
 
         cp = self._cp
         if cp is not None:
@@ -169,12 +170,7 @@ class VideoDiT(nn.Module):
             cos = shard_sequence(cos, 0, cp.group)
             sin = shard_sequence(sin, 0, cp.group)
 
-        for block in self.blocks:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask,
-                                    use_reentrant=False)
-            else:
-                tokens = block(tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask)
+        tokens = self._run_blocks(tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask)
 
         out = self.head(tokens, temb32)  # (B, S_local, pt*ph*pw*C_out)
         if cp is not None:
@@ -189,6 +185,73 @@ class VideoDiT(nn.Module):
             sigma = (timestep.to(out.dtype) / 1000.0).clamp_min(c.sample_min_sigma).view(b, 1, 1, 1, 1)
             out = (x.to(out.dtype) - out) / sigma
         return out
+
+    def _condition(self, timestep, text, text_mask, token_dtype):
+        """Per-sample conditions: block modulation (B, 6, D), head input (B, D), projected text, its mask."""
+        c = self.config
+        param_dtype = self.time_embed.fc1.weight.dtype
+        temb = self.time_embed(timestep_sinusoid(timestep, c.freq_dim, param_dtype).to(param_dtype))
+        temb = temb.to(token_dtype)
+        if self.text_pool is not None:
+            keep = (torch.ones(text.shape[:2], device=text.device) if text_mask is None else text_mask)
+            keep = keep.to(param_dtype)[..., None]
+            pooled = (text.to(param_dtype) * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+            temb = temb + self.text_pool(pooled).type_as(temb)
+        mod = self.time_modulation(F.silu(temb)).unflatten(1, (6, c.dim))
+        mod = mod if mod.dtype == torch.float64 else mod.float()
+        temb32 = temb if temb.dtype == torch.float64 else temb.float()
+
+        if text_mask is not None:
+            # Wan's convention: padded text positions are zero vectors (they still pass the projection)
+            text = text * text_mask[..., None].to(text.dtype)
+        ctx = self.text_embed(text.to(param_dtype))
+        ctx_mask = text_mask.bool() if (text_mask is not None and c.text_attention_mask) else None
+        return mod, temb32, ctx, ctx_mask
+
+    def _run_blocks(self, tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask, pack=None):
+        for block in self.blocks:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask, pack,
+                                    use_reentrant=False)
+            else:
+                tokens = block(tokens, mod, ctx, cos, sin, cp, seq_len, ctx_mask, pack)
+        return tokens
+
+    def _forward_packed(self, xs: list[torch.Tensor], timestep: torch.Tensor, text: torch.Tensor,
+                        text_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        c = self.config
+        layout = check_packed_inputs(xs, timestep, text, c.in_channels, c.patch_size)
+        param_dtype = self.patch_embed.weight.dtype
+        # each sample is embedded on its own grid, then the token rows are concatenated: (1, S, D)
+        tokens = torch.cat([self.patch_embed(x[None].to(param_dtype)).flatten(2).transpose(1, 2)
+                            for x in xs], dim=1).contiguous()
+        angles = torch.cat([rope_angles(g, c.head_dim, c.rope_theta, c.rope_max_seq_len, tokens.device)
+                            for g in layout.grids])
+        cos, sin = rope_cos_sin(angles, tokens.dtype)
+        mod, temb32, ctx, ctx_mask = self._condition(timestep, text, text_mask, tokens.dtype)
+
+        cp = self._cp
+        world, rank = (1, 0) if cp is None else (cp.size, cp.rank)
+        pack = layout.for_rank(world, rank, tokens.device)
+        if cp is not None:
+            tokens = shard_sequence(tokens, 1, cp.group)
+            cos = shard_sequence(cos, 0, cp.group)
+            sin = shard_sequence(sin, 0, cp.group)
+        tokens = self._run_blocks(tokens, mod, ctx, cos, sin, cp, None, ctx_mask, pack)
+        out = self.head(tokens, temb32[pack.token_sample][None])  # (1, S_local, pt*ph*pw*C_out)
+        if cp is not None:
+            out = gather_sequence(out, 1, cp.group, layout.total, grad="split")  # as in forward
+        pt, ph, pw = c.patch_size
+        outs = []
+        for i, (x, grid, (a, b)) in enumerate(zip(xs, layout.grids, zip(layout.cu_seqlens, layout.cu_seqlens[1:]))):
+            _, f, h, w = x.shape
+            o = out[0, a:b].reshape(*grid, pt, ph, pw, c.out_channels)
+            o = o.permute(6, 0, 3, 1, 4, 2, 5).reshape(c.out_channels, f, h, w)
+            if c.prediction == "sample":
+                sigma = (timestep[i].to(o.dtype) / 1000.0).clamp_min(c.sample_min_sigma)
+                o = (x.to(o.dtype) - o) / sigma
+            outs.append(o)
+        return outs
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

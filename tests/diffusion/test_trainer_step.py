@@ -66,3 +66,37 @@ def test_draws_depend_on_step_and_global_index_only():
     c = [g.initial_seed() for g in tr.draw(3, 4)]
     assert c == a + b  # rank 1's slice draws what one process draws for samples 2 and 3
     assert [g.initial_seed() for g in tr.draw(4, 2)] != a
+
+
+def _packed_batch(g, shapes):
+    n = len(shapes)
+    return {"latents": [torch.randn(4, *s, generator=g, dtype=torch.float64) for s in shapes],
+            "text": torch.randn(n, 3, 8, generator=g, dtype=torch.float64),
+            "text_mask": torch.ones(n, 3, dtype=torch.bool), "pack_tokens": 40}
+
+
+def test_packed_micro_batches_equal_one_pack_and_count_real_tokens():
+    """Two packs accumulated in one step train exactly like one pack holding every sample (the draws follow
+    the sample's index, the normaliser counts every real element once); a loader repeat weighs nothing;
+    the metrics count real samples and tokens."""
+    g = torch.Generator().manual_seed(4)
+    first = _packed_batch(g, [(1, 4, 4), (2, 2, 4)])
+    second = _packed_batch(g, [(1, 2, 6), (3, 2, 2)])
+    whole = {"latents": first["latents"] + second["latents"], "text": torch.cat([first["text"], second["text"]]),
+             "text_mask": torch.cat([first["text_mask"], second["text_mask"]]), "pack_tokens": 80}
+    a, b = _trainer(grad_accum=2), _trainer()
+    ma = a.train_step(0, [first, second])
+    mb = b.train_step(0, whole)
+    assert math.isclose(ma["loss"], mb["loss"], rel_tol=1e-12)
+    for (n, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.allclose(pa, pb, rtol=1e-12, atol=1e-15), n
+    assert ma["samples"] == 4 and ma["real_tokens"] == 4 + 4 + 3 + 3
+    assert ma["pack_tokens"] == 80 and math.isclose(ma["padding_fraction"], 1 - 14 / 80)
+
+    c = _trainer()
+    repeated = {**first, "latents": first["latents"] + first["latents"][:1],
+                "text": torch.cat([first["text"], first["text"][:1]]),
+                "text_mask": torch.cat([first["text_mask"], first["text_mask"][:1]]),
+                "pad_mask": torch.tensor([True, True, False])}
+    with torch.no_grad():
+        assert torch.allclose(c.loss(0, first), c.loss(0, repeated), rtol=1e-12, atol=0)

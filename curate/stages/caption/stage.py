@@ -1,4 +1,6 @@
-"""The timed-text caption stage (and how a caption file is read: regular files and URLs, capped)."""
+"""The timed-text caption stage (and how a caption file is read: regular files and URLs, capped). Beside an
+image the caption file is plain text (`ingest.image_caption_extensions`): its whole text, whitespace
+collapsed, captions the image's one clip."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from curate.task import SourceTask
 from dataload.files import FileTooLargeError, read_regular
 
 CAPTION_MODEL = "timed_text"
+TEXT_FILE_MODEL = "text_file"
 
 
 MAX_CAPTION_BYTES = 16 << 20  # timed text of a feature film is well under 1 MB
@@ -46,6 +49,13 @@ class TimedTextCaptionStage(PipelineStep):
 
     def process_task(self, task: SourceTask) -> None:
         if not self.config.timed_text or not task.caption_path or not task.clips:
+            return
+        if task.image:
+            text = " ".join(read_text(task.caption_path).split())
+            for clip in task.clips:
+                if text:
+                    clip.caption_windows = [{"start_s": 0.0, "end_s": clip.duration_s, "text": text}]
+                    clip.caption, clip.caption_model = text, TEXT_FILE_MODEL
             return
         cues = parse_timed_text(read_text(task.caption_path))
         for clip in task.clips:

@@ -1,5 +1,6 @@
 """The keep rules of the filter stage, one small class each, in the order a clip is checked (FILTERS):
-first the clip's own facts (no decoding), then the measured scores. Thresholds: filters/config.py."""
+first the clip's own facts (no decoding), then the measured scores. Thresholds: filters/config.py.
+A one-frame clip (an image) has no duration and no motion to judge: the length and motion rules keep it."""
 
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ class TooShort(_Rule):
     reason: ClassVar[str] = "too_short"
 
     def keep(self, clip: Clip) -> bool:
-        return not clip.duration_s < self.config.min_clip_s
+        return clip.num_frames == 1 or not clip.duration_s < self.config.min_clip_s
 
 
 class TooLong(_Rule):
     reason: ClassVar[str] = "too_long"
 
     def keep(self, clip: Clip) -> bool:
-        return not clip.duration_s > self.config.max_clip_s
+        return clip.num_frames == 1 or not clip.duration_s > self.config.max_clip_s
 
 
 class TooSmall(_Rule):
@@ -63,7 +64,7 @@ class Static(_Rule):
     score: ClassVar[str | None] = "motion"
 
     def keep(self, clip: Clip) -> bool:
-        return not clip.motion < self.config.min_motion
+        return clip.num_frames == 1 or not clip.motion < self.config.min_motion
 
 
 class Jittery(_Rule):
@@ -73,7 +74,7 @@ class Jittery(_Rule):
     score: ClassVar[str | None] = "jitter"
 
     def keep(self, clip: Clip) -> bool:
-        return clip.jitter is None or not clip.jitter > self.config.max_jitter
+        return clip.num_frames == 1 or clip.jitter is None or not clip.jitter > self.config.max_jitter
 
 
 class Blurry(_Rule):

@@ -1,6 +1,6 @@
 """Ingest: expand the command line's inputs into an ordered list of sources, before any work starts.
 
-Inputs may be video files, folders (searched recursively for video extensions), globs, text files that
+Inputs may be video or image files, folders (searched recursively for video and image extensions), globs, text files that
 list one input per line, and fsspec URLs (`s3://...`, `memory://...`, `file://...`). An input named on the
 command line that does not exist, is not a regular file or folder (a FIFO, socket, device, symbolic link
 loop), or holds no videos (a folder, glob or list file that expands to nothing) stops the run here
@@ -9,7 +9,8 @@ source that fails with the reason (`ingest: not found (listed in LIST)`). Files 
 matched by a glob are sources by their names alone; one that is not a regular file fails in the probe
 stage with its kind named. Folders are walked without following symbolic links to folders (as `find`
 does: no loops, no file found twice under two names); name a linked folder on the command line to
-include it. A `.srt`/`.vtt` with the video's name beside it attaches as its timed text.
+include it. A `.srt`/`.vtt` with the video's name beside it attaches as its timed text; a `.txt` with an
+image's name beside it is the image's caption (an image is curated as a one-frame clip).
 """
 
 from __future__ import annotations
@@ -55,11 +56,17 @@ def _has_ext(name: str, exts: list[str] | tuple[str, ...]) -> bool:
     return os.path.splitext(name)[1].lower() in {e.lower() for e in exts}
 
 
+def _caption_exts(path: str, cfg: IngestConfig) -> list[str]:
+    """Caption files that attach to `path`: plain text beside an image, timed text beside a video."""
+    return cfg.image_caption_extensions if _has_ext(path, cfg.image_extensions) else cfg.caption_extensions
+
+
 def _local_caption(video: str, cfg: IngestConfig) -> str | None:
-    """The .srt/.vtt beside `video`. Anything by that name but a folder attaches (the caption stage reads
-    regular files only, so a FIFO or a dangling link there fails the source with the reason)."""
+    """The caption file beside `video` (.srt/.vtt; .txt for an image). Anything by that name but a folder
+    attaches (the caption stage reads regular files only, so a FIFO or a dangling link there fails the
+    source with the reason)."""
     stem = os.path.splitext(video)[0]
-    for ext in cfg.caption_extensions:
+    for ext in _caption_exts(video, cfg):
         for cand in (stem + ext, stem + ext.upper()):
             if os.path.lexists(cand) and not os.path.isdir(cand):
                 return cand
@@ -81,7 +88,7 @@ def _expand_local(item: str, cfg: IngestConfig, depth: int) -> list[SourceInput]
         for m in matches:
             if os.path.isdir(m):
                 out.extend(_expand_dir(m, cfg))
-            elif _has_ext(m, cfg.video_extensions):
+            elif _has_ext(m, cfg.media_extensions):
                 out.append(_video(m, cfg))
         if not out:
             raise _BadInput(item, "no videos found", f"no videos found in {item}")
@@ -116,7 +123,7 @@ def _expand_dir(folder: str, cfg: IngestConfig) -> list[SourceInput]:
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
-            if _has_ext(name, cfg.video_extensions):
+            if _has_ext(name, cfg.media_extensions):
                 out.append(_video(os.path.join(root, name), cfg))
     return out
 
@@ -166,7 +173,7 @@ def _expand_url(url: str, cfg: IngestConfig) -> list[SourceInput]:
 
     def caption_for(p: str) -> str | None:
         stem = os.path.splitext(p)[0]
-        for ext in cfg.caption_extensions:
+        for ext in _caption_exts(p, cfg):
             if fs.exists(stem + ext):
                 return full(stem + ext)
         return None
@@ -174,12 +181,12 @@ def _expand_url(url: str, cfg: IngestConfig) -> list[SourceInput]:
     if any(c in path for c in _GLOB_CHARS):
         found = sorted(fs.glob(path))
     elif fs.isdir(path):
-        found = sorted(p for p in fs.find(path) if _has_ext(p, cfg.video_extensions))
+        found = sorted(p for p in fs.find(path) if _has_ext(p, cfg.media_extensions))
     elif fs.exists(path):
         return [SourceInput(url, None, caption_for(path))]
     else:
         raise _BadInput(url, "not found", f"input not found: {url}")
-    videos = [p for p in found if _has_ext(p, cfg.video_extensions)]
+    videos = [p for p in found if _has_ext(p, cfg.media_extensions)]
     if not videos:
         raise _BadInput(url, "no videos found", f"no videos found in {url}")
     return [SourceInput(full(p), None, caption_for(p)) for p in videos]

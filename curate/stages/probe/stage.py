@@ -1,5 +1,6 @@
 """The probe stage: what a source is, from one decoding pass, and the whole-video rules (skip: too short,
-too small).
+too small). A still image (one frame read by an image demuxer: PNG, JPEG, WebP, ...) is a source like a
+video; the duration rule does not apply to it.
 
 The pass also reads the analysis track (every frame as small luma, analysis-grade decoding) when the
 pipeline's splitter wants it, so the splitter does not decode the video a second time.
@@ -57,7 +58,14 @@ class ProbeStage(PipelineStep):
         if not times:
             task.fail("probe: no decodable video frames")
             return
-        if task.duration_s < cfg.min_duration_s:
+        task.image = is_image(info.container, len(times))
+        if task.duration_s < cfg.min_duration_s and not task.image:
             task.skip(f"video_too_short ({task.duration_s:.3f} s < {cfg.min_duration_s} s)")
         elif task.width < cfg.min_width or task.height < cfg.min_height:
             task.skip(f"video_too_small ({task.width}x{task.height} < {cfg.min_width}x{cfg.min_height})")
+
+
+def is_image(container: str, num_frames: int) -> bool:
+    """One frame read by one of FFmpeg's image demuxers (`png_pipe`, `jpeg_pipe`, `image2`, ...)."""
+    name = (container or "").split(",")[0]
+    return num_frames == 1 and (name.endswith("_pipe") or name.startswith("image2"))

@@ -51,6 +51,12 @@ class SplitStage(PipelineStep):
         return {**self.__dict__, "_detector": None}
 
     def process_task(self, task: SourceTask) -> None:
+        if task.image:  # a still is one clip of its one frame: nothing to split, no length to judge
+            fps = float(task.fps or 1.0)
+            task.clips = [Clip(clip_id=clip_id(task.source, 0, 1), source=task.source, start_s=0.0, end_s=1.0 / fps,
+                               start_frame=0, end_frame=1, num_frames=1, fps=fps, width=int(task.width or 0),
+                               height=int(task.height or 0))]
+            return
         if self._detector is None:
             self.setup()
         assert self._detector is not None
