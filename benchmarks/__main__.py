@@ -24,6 +24,7 @@ BENCHMARKS = {
     "demo": "benchmarks.demo",
     "memory": "benchmarks.memory",
     "hetero-video": "benchmarks.hetero_video",
+    "dedup": "benchmarks.dedup",
 }
 
 
