@@ -148,7 +148,10 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
         clean_tmp(out)  # work dirs of sources in flight (never committed): free the space now
         raise
     finally:
-        lock.release()
+        try:
+            runner.close()
+        finally:
+            lock.release()
     return summary
 
 
@@ -219,7 +222,7 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
              "video_h_per_wall_h": summary.video_h_per_wall_h,
              "stage_seconds": [[n, round(stage_s[n], 3)] for n in pipeline.names if n in stage_s]}
     with writing(out):
-        write_outputs(out, committed, cfg.write.max_clips_per_shard, stats)
+        write_outputs(out, committed, cfg.write.max_clips_per_shard, stats, runner)
         write_report(out)
     for task in committed:
         summary.done += task.status == DONE
