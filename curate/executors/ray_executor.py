@@ -195,6 +195,7 @@ class RayExecutor:
         waiting: list[deque[SourceTask]] = [deque() for _ in segs]  # ready for segment i, not yet sent
         idle: list[deque] = [deque(pool) for pool in pools]
         running: dict = {}  # ref -> (segment index, actor, batch)
+        resent: dict[str, int] = {}  # source key -> times its batch was sent again after a lost actor
         in_flight = 0
 
         while True:
@@ -225,14 +226,23 @@ class RayExecutor:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, OutputError):  # OUT is full or read-only: stop the run, as the local one does
                     raise OutputError(str(cause)) from None
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    # the actor's process or its whole node is gone (its own retries can run out before the
+                    # cluster notices a dead node): a fresh actor takes its place, wherever there is room
+                    ray.kill(actor, no_restart=True)
+                    actor = make_actor(i)
+                    if all(resent.get(t.key, 0) < self.max_retries for t in sent):
+                        for t in sent:  # the batch as sent: its tasks start this segment again
+                            resent[t.key] = resent.get(t.key, 0) + 1
+                        waiting[i].extendleft(reversed(sent))
+                        idle[i].append(actor)
+                        continue
                 # Past the retries: fail these sources with the reason, as a dead local worker does. Failed
                 # tasks still go through the rest of the stages, so the commit stage records them.
                 reason = f"worker died while processing it ({_root_cause(exc)})"
                 for task in sent:
                     task.fail(reason[:300])
                 batch = sent
-                if isinstance(exc, ray.exceptions.RayActorError):
-                    actor = make_actor(i)  # that actor is gone for good
             idle[i].append(actor)
             if on_stage is not None:
                 for stage in segs[i]:
