@@ -127,7 +127,16 @@ def run(args) -> BenchResult:
         pair = {r["method"]: r["seconds"] for r in rows if r["signal"] == signal and r["items"] == 10_000}
         if len(pair) == 2:
             ratios[f"{signal} at 10k: all-pairs / scalable (time)"] = pair["all-pairs"] / pair["bands / sampled k-means"]
-    notes = [f"embedding width {args.embed_dim}; growth_exponent: log(time ratio) / log(size ratio) against the "
+    notes = []
+    for r in rows:  # all-pairs past where it ran, extrapolated from its largest run (quadratic: every pair)
+        if r["method"] == "all-pairs" and r["items"] == max(x["items"] for x in rows if x["method"] == "all-pairs"
+                                                             and x["signal"] == r["signal"]):
+            bigger = [n for n in (_sizes(args.hash_sizes) if r["signal"] == "hashes" else _sizes(args.embed_sizes))
+                      if n > r["items"]]
+            if bigger:
+                notes.append(f"all-pairs {r['signal']}, extrapolated as n^2 from {r['items']}: " + ", ".join(
+                    f"{n}: ~{r['seconds'] * (n / r['items']) ** 2:.3g} s" for n in bigger))
+    notes += [f"embedding width {args.embed_dim}; growth_exponent: log(time ratio) / log(size ratio) against the "
              "previous size of the same method (1 = linear, 2 = quadratic)",
              "same verdicts as all-pairs: " + (", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in agree.items())
                                                or "not run")]
