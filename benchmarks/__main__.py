@@ -25,6 +25,7 @@ BENCHMARKS = {
     "memory": "benchmarks.memory",
     "hetero-video": "benchmarks.hetero_video",
     "pack": "benchmarks.pack",
+    "dedup": "benchmarks.dedup",
 }
 
 

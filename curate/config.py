@@ -25,6 +25,7 @@ import yaml
 
 from curate.errors import CurateError
 from curate.stages.caption.config import CaptionConfig
+from curate.stages.caption_enhance.config import CaptionEnhanceConfig
 from curate.stages.clip_scores.config import AestheticConfig, ClipModelConfig, EmbeddingConfig
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.filters.config import FilterConfig
@@ -48,6 +49,7 @@ class ModelsConfig:
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
+    caption_enhance: CaptionEnhanceConfig = field(default_factory=CaptionEnhanceConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
 
     def check(self) -> None:

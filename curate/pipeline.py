@@ -1,8 +1,8 @@
 """A pipeline: the ordered per-source stages of a run plus the dataset steps that run at the barrier.
 
 The stage list is explicit and its imports direct (a stage that does not import is an error, never a
-silent skip): probe, split, filter, caption, [clip_scores], [vlm_caption], transcode, commit; then, at
-the barrier, [dedup]. Bracketed stages run when their config section is enabled.
+silent skip): probe, split, filter, caption, [clip_scores], [vlm_caption], [caption_enhance], transcode,
+commit; then, at the barrier, [dedup]. Bracketed stages run when their config section is enabled.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from curate.config import CurateConfig
 from curate.stages.caption.stage import TimedTextCaptionStage
+from curate.stages.caption_enhance.stage import CaptionEnhanceStage
 from curate.stages.clip_scores.stage import ClipScoreStage
 from curate.stages.commit.stage import CommitStage
 from curate.stages.dedup.step import DedupStep
@@ -50,6 +51,8 @@ def build_pipeline(config: CurateConfig, out_dir: str) -> Pipeline:
         stages.append(ClipScoreStage(models.clip, models.aesthetic, models.embedding))
     if models.vlm.enabled:
         stages.append(CaptionModelStage(models.vlm))
+    if models.caption_enhance.enabled:
+        stages.append(CaptionEnhanceStage(models.caption_enhance))
     stages += [TranscodeStage(config.transcode), CommitStage(out_dir)]
     steps: list[DatasetStep] = [DedupStep(models.dedup)] if models.dedup.enabled else []
     return Pipeline(stages=stages, dataset_steps=steps)

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from curate.errors import CurateError, writing
 from curate.executors import make_executor
 from curate.ids import path_text, source_key
 from curate.pipeline import Pipeline, build_pipeline
+from curate.remote_out import is_remote
 from curate.stages.ingest.expand import SourceInput, expand_inputs
 from curate.stages.write.outputs import write_outputs
 from curate.stages.write.report import write_report
@@ -129,6 +130,7 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
     OutputError (exit 2) when OUT cannot be written; KeyboardInterrupt on Ctrl-C (workers stopped first).
     Whatever stops a run, the committed sources stay and a rerun resumes."""
     t0 = time.perf_counter()
+    out_url = str(out)
     out = Path(out)
     sources = expand_inputs(inputs, cfg.ingest)  # a missing input stops here, before any work
     if cfg.transcode.encoder == "nvenc":
@@ -136,24 +138,51 @@ def run_curation(inputs: list[str], out: str | Path, cfg: CurateConfig, *, execu
 
         if not nvenc_available():
             raise CurateError("transcode.encoder=nvenc, but no ffmpeg with a working h264_nvenc is present")
+    remote = None
+    if is_remote(out_url):  # object storage: the run works in a local staging folder (curate/remote_out.py)
+        from curate.remote_out import RemoteOut
+
+        remote = RemoteOut.open(out_url)
+        remote.check()
+        out = remote.local
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
     pipeline = pipeline or build_pipeline(cfg, str(out))
     runner = make_executor(executor, workers, ray_address)
-    check_out(out, cfg)  # refuse before writing anything into a folder that is not ours
+    if remote is None:
+        check_out(out, cfg)  # refuse before writing anything into a folder that is not ours
     lock = lock_out(out, "vfm-curate run")  # before any clean-up or write: a second run never touches our work
     try:
+        if remote is not None:
+            remote.pull()  # the bucket's committed sources: what this run resumes from
+            try:
+                check_out(out, cfg)
+            except CurateError as exc:  # name the bucket, not the staging folder
+                raise CurateError(str(exc).replace(str(out / "config.yaml"), f"{out_url}/config.yaml")
+                                  .replace(str(out), out_url)) from None
+            had_config = (out / "config.yaml").is_file()
         prepare_out(out, cfg)
+        if remote is not None and not had_config:
+            remote.put("config.yaml")
         clean_tmp(out)
-        summary = _run_locked(sources, out, cfg, pipeline, runner, executor, workers, progress, t0)
+        summary = _run_locked(sources, out, cfg, pipeline, runner, executor, workers, progress, t0,
+                              remote.push_source if remote is not None else None)
+        if remote is not None:
+            remote.push_outputs()
     except BaseException:
         clean_tmp(out)  # work dirs of sources in flight (never committed): free the space now
         raise
     finally:
-        lock.release()
+        try:
+            runner.close()
+        finally:
+            lock.release()
     return summary
 
 
 def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeline: Pipeline, runner, executor: str,
-                workers: int, progress: bool | None, t0: float) -> RunSummary:
+                workers: int, progress: bool | None, t0: float,
+                committed_hook: Callable[[str], None] | None = None) -> RunSummary:
     keys = [source_key(s.source) for s in sources]
     todo: list[tuple[int, SourceInput]] = []
     for i, (src, key) in enumerate(zip(sources, keys)):
@@ -171,6 +200,8 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
                 task = SourceTask(index=i, source=src.source, key=keys[i])
                 task.fail(src.error)
                 commit_task(out, task)
+                if committed_hook is not None:
+                    committed_hook(task.key)
     # Largest files first: the last sources to finish are then small ones, so no worker idles long at the
     # end while another finishes a big one (outputs follow the input order whatever the processing order).
     runnable = sorted(((i, src, _size(src)) for i, src in todo if src.error is None), key=lambda r: -r[2])
@@ -190,6 +221,8 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
         if not Path(task.work_dir or "").is_relative_to(out / "_state" / "sources"):
             with writing(out / "_state"):
                 commit_task(out, task)  # the worker died before committing: record the failure
+        if committed_hook is not None:
+            committed_hook(task.key)  # e.g. upload the commit to the bucket OUT lives in
         summary.video_s += task.duration_s or 0.0
         for name, sec in task.stage_seconds.items():
             stage_s[name] = stage_s.get(name, 0.0) + sec
@@ -219,7 +252,7 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
              "video_h_per_wall_h": summary.video_h_per_wall_h,
              "stage_seconds": [[n, round(stage_s[n], 3)] for n in pipeline.names if n in stage_s]}
     with writing(out):
-        write_outputs(out, committed, cfg.write.max_clips_per_shard, stats)
+        write_outputs(out, committed, cfg.write.max_clips_per_shard, stats, runner)
         write_report(out)
     for task in committed:
         summary.done += task.status == DONE

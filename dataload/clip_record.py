@@ -75,6 +75,8 @@ class ClipRecord:
     aesthetic: float | None = _opt()
     caption: str | None = _opt()
     caption_model: str | None = _opt()
+    caption_original: str | None = _opt()  # the caption before enhancement; None when not enhanced
+    caption_enhance_model: str | None = _opt()  # the language model that rewrote `caption`
     embedding: list[float] | None = _opt()  # L2-normalised, when computed
     status: str = field(default=KEPT, metadata=_meta())  # one of CLIP_STATUSES
     reject_reason: str | None = _opt()  # one of REJECT_REASONS; None when kept

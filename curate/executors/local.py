@@ -18,11 +18,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from curate.errors import CurateError, OutputError
 from curate.executors.base import ProgressFn
 from curate.step import PipelineStep, one_line
 from curate.task import SourceTask
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # Events a worker sends back: ("stage", wid, stage name) | ("result", wid, task) | ("fatal", wid, message)
 # | ("output", wid, message): OUT cannot be written (a full or read-only disk), the run stops
@@ -58,6 +62,12 @@ def _die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the driver died before the request took effect
         os._exit(1)
+
+
+def _pool_worker(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+    _pin_threads()
 
 
 def _worker(wid: int, stages: list[PipelineStep], in_q, out_q, parent: int | None = None) -> None:
@@ -222,6 +232,22 @@ class LocalExecutor:
             in_q.close()
         out_q.cancel_join_thread()
         out_q.close()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``fn`` over ``items`` in worker processes (at most ``workers``; in this process with 0 workers),
+        results in order. A worker ignores Ctrl-C (the driver answers it) and dies with the driver."""
+        items = list(items)
+        if self.workers <= 0 or not items:
+            return [fn(x) for x in items]
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context(self.start_method)
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
+                                 initializer=_pool_worker, initargs=(os.getpid(),)) as pool:
+            return list(pool.map(fn, items))
+
+    def close(self) -> None:
+        """Nothing outlives a call."""
 
     @staticmethod
     def _run_inline(stages, tasks, on_result, on_stage) -> None:

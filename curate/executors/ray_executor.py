@@ -22,11 +22,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from curate.errors import CurateError, OutputError
 from curate.executors.base import ProgressFn
 from curate.step import PipelineStep
 from curate.task import SourceTask
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def segments(stages: list[PipelineStep]) -> list[list[PipelineStep]]:
@@ -73,8 +77,10 @@ class RayExecutor:
     max_retries: int = 3  # restarts of a dead actor and retries of the call it held
     start_timeout_s: float = 600.0  # actors not placed and set up by then: a clear error, not a hang
 
+    _owns_ray: bool = False  # this executor started (or connected) Ray: close() shuts it down
+
     def _connect(self) -> bool:
-        """Connect (or start); True when this call started Ray and must shut it down."""
+        """Connect (or start) once; the connection lasts until close()."""
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - ray[data] is a dependency
@@ -95,6 +101,7 @@ class RayExecutor:
                          log_to_driver=False)
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
             raise CurateError(f"cannot start or reach Ray ({self.address or 'local'}): {' '.join(str(exc).split())[:200]}") from None
+        self._owns_ray = True
         return True
 
     def run(self, stages: list[PipelineStep], tasks: Iterable[SourceTask], on_result: Callable[[SourceTask], None],
@@ -108,7 +115,7 @@ class RayExecutor:
         if first is None:  # nothing to do (a finished run resumed): no cluster, no actors
             return
         tasks = itertools.chain([first], it)
-        started = self._connect()
+        self._connect()
         segs = segments(stages)
         gpus_in_cluster = float(ray.cluster_resources().get("GPU", 0))
         Actor = ray.remote(_StageActor)
@@ -149,8 +156,34 @@ class RayExecutor:
             for pool in pools:
                 for actor in pool:
                     ray.kill(actor, no_restart=True)
-            if started:
-                ray.shutdown()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``fn`` over ``items`` as Ray tasks (one CPU each, spread over the nodes, retried on a dead
+        worker), results in order; the exception of a task that fails is raised here."""
+        items = list(items)
+        if not items:
+            return []
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        self._connect()
+        remote = ray.remote(fn).options(num_cpus=1, max_retries=self.max_retries, scheduling_strategy="SPREAD")
+        try:
+            return ray.get([remote.remote(x) for x in items])
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise RuntimeError(f"a Ray task failed: {_root_cause(exc)}") from None
+        except RayError as exc:
+            raise RuntimeError(f"a Ray task failed: {_root_cause(exc)}") from None
+
+    def close(self) -> None:
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()
+            self._owns_ray = False
 
     def _drive(self, pools, batch_sizes, segs, make_actor, tasks, on_result, on_stage) -> None:
         import ray
@@ -162,6 +195,7 @@ class RayExecutor:
         waiting: list[deque[SourceTask]] = [deque() for _ in segs]  # ready for segment i, not yet sent
         idle: list[deque] = [deque(pool) for pool in pools]
         running: dict = {}  # ref -> (segment index, actor, batch)
+        resent: dict[str, int] = {}  # source key -> times its batch was sent again after a lost actor
         in_flight = 0
 
         while True:
@@ -192,14 +226,23 @@ class RayExecutor:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, OutputError):  # OUT is full or read-only: stop the run, as the local one does
                     raise OutputError(str(cause)) from None
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    # the actor's process or its whole node is gone (its own retries can run out before the
+                    # cluster notices a dead node): a fresh actor takes its place, wherever there is room
+                    ray.kill(actor, no_restart=True)
+                    actor = make_actor(i)
+                    if all(resent.get(t.key, 0) < self.max_retries for t in sent):
+                        for t in sent:  # the batch as sent: its tasks start this segment again
+                            resent[t.key] = resent.get(t.key, 0) + 1
+                        waiting[i].extendleft(reversed(sent))
+                        idle[i].append(actor)
+                        continue
                 # Past the retries: fail these sources with the reason, as a dead local worker does. Failed
                 # tasks still go through the rest of the stages, so the commit stage records them.
                 reason = f"worker died while processing it ({_root_cause(exc)})"
                 for task in sent:
                     task.fail(reason[:300])
                 batch = sent
-                if isinstance(exc, ray.exceptions.RayActorError):
-                    actor = make_actor(i)  # that actor is gone for good
             idle[i].append(actor)
             if on_stage is not None:
                 for stage in segs[i]:

@@ -19,7 +19,8 @@ from tests.curate.corpus import clip_rows, comparable, decode_all, mixed_video, 
 SOURCE_COLUMNS = ["source", "status", "reason", "duration_s", "num_frames", "fps", "width", "height", "codec",
                   "decode_errors", "num_clips", "num_kept"]
 CLIP_COLUMNS = ["clip_id", "source", "start_s", "end_s", "start_frame", "end_frame", "num_frames", "fps", "width",
-                "height", "motion", "sharpness", "brightness", "aesthetic", "caption", "caption_model", "embedding",
+                "height", "motion", "sharpness", "brightness", "aesthetic", "caption", "caption_model", "caption_original",
+                "caption_enhance_model", "embedding",
                 "status", "reject_reason", "shard"]
 
 

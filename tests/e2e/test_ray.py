@@ -83,7 +83,15 @@ def local_reference(corpus, tmp_path_factory):
     assert summary.done == 3 and summary.failed == 1
     ref = outputs(out)
     assert any(r["status"] == "kept" for r in ref["clips"]), "the corpus must keep some clips to compare bytes"
+    assert_workers_wrote_shards(out)
     return ref
+
+
+def assert_workers_wrote_shards(out: Path) -> None:
+    """Every shard was written by a worker process (OUT/_state/shards.json), none by this driver."""
+    writers = json.loads((out / "_state" / "shards.json").read_text())
+    assert writers and {w["name"] for w in writers} == {p.name for p in (out / "shards").glob("*.tar")}
+    assert all(int(w["writer"].rsplit(":", 1)[1]) != os.getpid() for w in writers), writers
 
 
 @pytest.mark.slow
@@ -97,6 +105,7 @@ def test_ray_matches_local(ray_cluster, corpus, local_reference, tmp_path):
     assert got["members"].keys() == local_reference["members"].keys()
     for name, data in local_reference["members"].items():
         assert got["members"][name] == data, f"{name} differs between the ray and local executors"
+    assert_workers_wrote_shards(out)
 
 
 class KillOnce(PipelineStep):

@@ -3,9 +3,10 @@
 Two signals, both deterministic:
 - perceptual hashes (DCT pHash, 64 bits) of a few frames at fixed relative positions of each clip catch
   re-uploads: the same footage re-encoded at another size or bitrate hashes within a few bits;
-- clip embeddings (``embedding``, L2-normalised) catch semantic near-duplicates: k-means splits the clips
-  into clusters, then clips are compared pairwise (cosine) only within their cluster, so the work grows
-  with clusters x cluster size instead of clips squared.
+- clip embeddings (``embedding``, L2-normalised) catch semantic near-duplicates: k-means fitted on a sample
+  splits the clips into clusters, then clips are compared pairwise (cosine) only within their cluster
+  (`semantic.py`).
+Hashes are never compared all against all: bands of sampled bits propose candidate pairs (`lsh.py`).
 
 Which clip of a group is kept: clips are ranked by resolution (width x height, higher first), then clip id;
 in that order each clip is kept unless it matches an already kept clip, and then it is rejected as
@@ -14,13 +15,16 @@ in that order each clip is kept unless it matches an already kept clip, and then
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from curate.stages.dedup.config import DedupConfig
+from curate.stages.dedup.lsh import near_groups
+from curate.stages.dedup.semantic import cluster_labels, kmeans, similar_pairs
+
+__all__ = ["DedupItem", "find_duplicates", "hamming", "kmeans", "phash", "relative_positions"]
 
 
 def phash(frame: np.ndarray) -> int:
@@ -44,34 +48,6 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
 
 
-def kmeans(x: np.ndarray, k: int, *, iters: int = 25, seed: int = 0) -> np.ndarray:
-    """Cluster labels of the rows of ``x`` (cosine k-means on normalised rows, k-means++ init from a seeded
-    generator): deterministic for the same rows in the same order."""
-    n = len(x)
-    k = max(1, min(k, n))
-    if k == 1:
-        return np.zeros(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    centers = [x[rng.integers(n)]]
-    for _ in range(1, k):
-        d = np.clip(1.0 - np.max(x @ np.stack(centers).T, axis=1), 0.0, None)
-        total = d.sum()
-        centers.append(x[rng.choice(n, p=d / total)] if total > 0 else x[rng.integers(n)])
-    c = np.stack(centers)
-    labels = np.zeros(n, dtype=np.int64)
-    for it in range(iters):
-        new = np.argmax(x @ c.T, axis=1)
-        if it and np.array_equal(new, labels):
-            break
-        labels = new
-        for j in range(k):
-            members = x[labels == j]
-            if len(members):
-                m = members.sum(0)
-                c[j] = m / (np.linalg.norm(m) or 1.0)
-    return labels
-
-
 @dataclass
 class DedupItem:
     clip_id: str
@@ -80,56 +56,88 @@ class DedupItem:
     embedding: np.ndarray | None = None  # L2-normalised
 
 
+def _ranked(items: Sequence[DedupItem]) -> list[DedupItem]:
+    return sorted(items, key=lambda it: (-it.pixels, it.clip_id))
+
+
+def hash_matrix(ranked: Sequence[DedupItem]) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(hashes, has_hash)``: one row per item (as many frames as the item with the fewest), and which
+    items have hashes at all (an unreadable clip has none and is compared by embedding only)."""
+    has_hash = np.array([it.hashes is not None and len(it.hashes) > 0 for it in ranked], dtype=bool)
+    if not has_hash.any():
+        return None, has_hash
+    width = min(len(it.hashes) for it, ok in zip(ranked, has_hash) if ok)
+    hashes = np.zeros((len(ranked), width), dtype=np.uint64)
+    for i, it in enumerate(ranked):
+        if has_hash[i]:
+            hashes[i] = np.asarray(it.hashes[:width], dtype=np.uint64)
+    return hashes, has_hash
+
+
+def embedding_matrix(ranked: Sequence[DedupItem], cfg: DedupConfig) -> np.ndarray | None:
+    """Normalised embeddings (n, d) when semantic dedup is on and every item has one, else None."""
+    if not cfg.semantic or not all(it.embedding is not None for it in ranked):
+        return None
+    emb = np.stack([np.asarray(it.embedding, dtype=np.float64) for it in ranked])
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
 def find_duplicates(items: Sequence[DedupItem], cfg: DedupConfig) -> dict[str, str]:
-    """``{rejected clip_id: kept clip_id}`` for every duplicate among ``items``."""
-    order = sorted(range(len(items)), key=lambda i: (-items[i].pixels, items[i].clip_id))
-    ranked = [items[i] for i in order]
+    """``{rejected clip_id: kept clip_id}`` for every duplicate among ``items``.
+
+    The verdicts are those of the greedy rule in the module docstring, taken over candidate pairs found
+    without an all-pairs step (hash bands, `lsh.py`; embedding clusters fitted on a sample, `semantic.py`);
+    `reference.py` holds the all-pairs version they are tested against."""
+    ranked = _ranked(items)
     n = len(ranked)
     if n < 2:
         return {}
-    labels = np.zeros(n, dtype=np.int64)
-    emb = None
-    if cfg.semantic and all(it.embedding is not None for it in ranked):
-        emb = np.stack([np.asarray(it.embedding, dtype=np.float64) for it in ranked])
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        k = cfg.clusters or max(1, round(math.sqrt(n / 2)))
-        # clustered in clip-id order so the labels do not depend on the input order
-        by_id = sorted(range(n), key=lambda i: ranked[i].clip_id)
-        lab = kmeans(emb[by_id], k, iters=cfg.kmeans_iters, seed=cfg.seed)
-        labels[by_id] = lab
-    # Items without hashes (an unreadable clip) are compared by embedding only.
-    has_hash = np.array([it.hashes is not None and len(it.hashes) > 0 for it in ranked])
-    hashes = None
-    if has_hash.any():
-        width = min(len(it.hashes) for it, ok in zip(ranked, has_hash) if ok)
-        hashes = np.zeros((n, width), dtype=np.uint64)
-        for i, it in enumerate(ranked):
-            if has_hash[i]:
-                hashes[i] = np.asarray(it.hashes[:width], dtype=np.uint64)
-
-    kept: list[int] = []
-    kept_by_cluster: dict[int, list[int]] = {}
+    # hashes: near pairs between groups of equal hashes (rows in rank order)
+    hashes, has_hash = hash_matrix(ranked)
+    group = np.full(n, -1, dtype=np.int64)
+    group_nbrs: dict[int, list[int]] = {}
+    if hashes is not None:
+        rows = np.flatnonzero(has_hash)
+        g, ga, gb = near_groups(hashes[rows], cfg.hash_max_distance, recall=cfg.lsh_recall,
+                                band_bits=cfg.lsh_band_bits, bands=cfg.lsh_bands, seed=cfg.seed)
+        group[rows] = g
+        for a, b in zip(ga.tolist(), gb.tolist()):
+            group_nbrs.setdefault(a, []).append(b)
+            group_nbrs.setdefault(b, []).append(a)
+    # embeddings: near pairs within clusters fitted on a sample
+    emb_nbrs: dict[int, list[int]] = {}
+    emb = embedding_matrix(ranked, cfg)
+    if emb is not None:
+        by_id = np.array(sorted(range(n), key=lambda i: ranked[i].clip_id), dtype=np.int64)
+        labels = cluster_labels(emb, by_id, clusters=cfg.clusters, sample=cfg.kmeans_sample,
+                                iters=cfg.kmeans_iters, seed=cfg.seed, probes=cfg.probes)
+        ea, eb = similar_pairs(emb, labels, cfg.cosine_threshold)
+        for a, b in zip(ea.tolist(), eb.tolist()):
+            emb_nbrs.setdefault(b, []).append(a)
+    # greedy in rank order, only over the items that have a neighbour at all
+    group_size = np.bincount(group[group >= 0]) if (group >= 0).any() else np.zeros(0, dtype=np.int64)
+    involved = set(emb_nbrs)
+    for i in np.flatnonzero(group >= 0).tolist():
+        gi = int(group[i])
+        if group_size[gi] > 1 or gi in group_nbrs:
+            involved.add(i)
+    kept = np.ones(n, dtype=bool)
+    kept_of_group: dict[int, int] = {}  # a group's one kept row (its rows are all near each other)
     dup: dict[str, str] = {}
-    for i in range(n):
-        match = None
-        hashed_kept = [j for j in kept if has_hash[j]] if hashes is not None and has_hash[i] else []
-        if hashed_kept:
-            dist = hamming(hashes[hashed_kept], hashes[i][None, :]).mean(axis=1)
-            hit = np.flatnonzero(dist <= cfg.hash_max_distance)
-            if len(hit):
-                match = hashed_kept[int(hit[0])]
-        if emb is not None:
-            peers = kept_by_cluster.get(int(labels[i]), [])
-            if peers:
-                sims = emb[peers] @ emb[i]
-                hit = np.flatnonzero(sims >= cfg.cosine_threshold)
-                if len(hit) and (match is None or peers[int(hit[0])] < match):
-                    match = peers[int(hit[0])]
-        if match is None:
-            kept.append(i)
-            kept_by_cluster.setdefault(int(labels[i]), []).append(i)
-        else:
-            dup[ranked[i].clip_id] = ranked[match].clip_id
+    for i in sorted(involved):
+        cands = []
+        gi = int(group[i])
+        if gi >= 0:
+            for gg in [gi, *group_nbrs.get(gi, ())]:
+                k = kept_of_group.get(gg)
+                if k is not None and k < i:
+                    cands.append(k)
+        cands += [j for j in emb_nbrs.get(i, ()) if kept[j]]
+        if cands:
+            kept[i] = False
+            dup[ranked[i].clip_id] = ranked[min(cands)].clip_id
+        elif gi >= 0:
+            kept_of_group.setdefault(gi, i)
     return dup
 
 

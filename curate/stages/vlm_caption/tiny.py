@@ -45,6 +45,9 @@ def _byte_level_tokenizer(vocab_size: int):
                                    unk_token=None, padding_side="left")
 
 
+byte_level_tokenizer = _byte_level_tokenizer  # shared with the tiny causal LM of caption_enhance
+
+
 def save_tiny_qwen2vl(path: str | Path, *, seed: int = 0, real_size: bool = False) -> Path:
     """Save a randomly initialised ``Qwen2VLForConditionalGeneration`` with its processor to ``path``."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration

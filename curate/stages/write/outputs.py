@@ -1,8 +1,9 @@
 """The barrier and the outputs: dataset steps, shards, parquet, dataset.json (DESIGN.md section 2).
 
-Runs once, in the driver, after every source of the run is committed in `_state/`. Everything is
-derived from the committed records in input order, so an interrupted run that is resumed writes the same
-shards as an uninterrupted one; each output file is written under a temporary name and renamed.
+Runs once, after every source of the run is committed in `_state/`. Everything is derived from the
+committed records in input order, so an interrupted run that is resumed writes the same shards as an
+uninterrupted one; the shards are written by the executor's workers (`shards.py`), the parquet files and
+dataset.json by the driver, each output file under a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import writing
+from curate.executors.base import Executor
 from curate.ids import path_text
+from curate.stages.write.shards import ShardJob, ShardManifest, ShardSample, merge_manifests, write_shard_job
 from curate.task import KEPT, Clip, SourceTask
 from dataload.clip_record import arrow_schema, clip_json
 from dataload.files import atomic_output, atomic_write_bytes, atomic_write_text, swap_dir
@@ -60,48 +63,64 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], schema) -> None:
         pq.write_table(table, f)
 
 
-def write_shards(out: Path, tasks: list[SourceTask], max_per_shard: int) -> int:
-    """Kept clips, in input order then start frame, into shards/ (built aside, swapped in whole)."""
-    from dataload.shard_writer import ShardWriter
-
+def plan_shards(out: Path, tasks: list[SourceTask], max_per_shard: int) -> list[ShardJob]:
+    """Kept clips, in input order then start frame, `max_per_shard` a shard; sets each clip's `shard`."""
     kept = [(t, c) for t in tasks for c in sorted(t.clips, key=lambda c: c.start_frame) if c.status == KEPT]
-    for i, (_, clip) in enumerate(kept):
+    jobs: list[ShardJob] = []
+    building = str((out / "shards.building").absolute())
+    for i, (task, clip) in enumerate(kept):
+        if i % max_per_shard == 0:
+            jobs.append(ShardJob(building, i // max_per_shard))
         clip.shard = f"shard-{i // max_per_shard:06d}.tar"
+        media = str((Path(task.work_dir) / (clip.media or "")).absolute())
+        jobs[-1].samples.append(ShardSample(clip.clip_id, media, clip_json(clip_row(clip), clip.caption_windows),
+                                            clip.caption.encode("utf-8") if clip.caption else None))
+    return jobs
+
+
+def write_shards(out: Path, tasks: list[SourceTask], max_per_shard: int,
+                 runner: Executor | None = None) -> list[ShardManifest]:
+    """Plan the shards, have the workers of `runner` write them into shards.building (in this process
+    without one), merge their manifests and swap the folder in whole. Returns the merged manifest."""
+    jobs = plan_shards(out, tasks, max_per_shard)
     building = out / "shards.building"
     shutil.rmtree(building, ignore_errors=True)
     try:
-        with writing(building), ShardWriter(building, max_samples_per_shard=max_per_shard) as writer:
-            for task, clip in kept:
-                media = Path(task.work_dir) / (clip.media or "")
-                members = {"mp4": media.read_bytes(), "json": clip_json(clip_row(clip), clip.caption_windows)}
-                if clip.caption:
-                    members["txt"] = clip.caption.encode("utf-8")
-                writer.write(clip.clip_id, members)
+        with writing(building):
+            building.mkdir(parents=True)
+            manifests = runner.map(write_shard_job, jobs) if runner is not None else [write_shard_job(j) for j in jobs]
+        merged = merge_manifests(jobs, manifests)
+        written = sorted(p.name for p in building.iterdir())
+        if written != sorted(m.name for m in merged):
+            raise RuntimeError(f"shard layout mismatch: found {written}, planned {[m.name for m in merged]}")
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)  # nothing half-built stays behind (a full disk)
         raise
-    written = sorted(p.name for p in building.glob("shard-*.tar"))
-    expected = sorted({c.shard for _, c in kept})
-    if written != expected:
-        raise RuntimeError(f"shard layout mismatch: wrote {written}, expected {expected}")
     swap_dir(building, out / "shards", out / "shards.old")
-    return len(kept)
+    return merged
 
 
-def write_outputs(out: Path, tasks: list[SourceTask], max_per_shard: int, run_stats: dict[str, Any]) -> None:
-    """Shards, then parquet, then dataset.json (the marker that the folder is complete)."""
-    num_kept = write_shards(out, tasks, max_per_shard)
+def write_outputs(out: Path, tasks: list[SourceTask], max_per_shard: int, run_stats: dict[str, Any],
+                  runner: Executor | None = None) -> None:
+    """Shards (written by the workers of `runner`), then parquet, then dataset.json (the marker that the
+    folder is complete, holding the merged shard manifest)."""
+    manifests = write_shards(out, tasks, max_per_shard, runner)
+    manifest = [m.entry() for m in manifests]
+    num_kept = sum(len(m.keys) for m in manifests)
     write_parquet(out / "sources.parquet", [source_row(t) for t in tasks], source_schema())
     clips = [c for t in tasks for c in sorted(t.clips, key=lambda c: c.start_frame)]
     write_parquet(out / "clips.parquet", [clip_row(c) for c in clips], arrow_schema())
     dataset = {
         "kind": "curated", "version": 1, "shards": "shards", "num_clips": num_kept,
-        "num_shards": len(list((out / "shards").glob("shard-*.tar"))),
+        "num_shards": len(manifest), "shard_manifest": manifest,
         "clips": "clips.parquet", "sources": "sources.parquet", "config": "config.yaml",
         "members": {"mp4": "H.264 yuv420p clip", "json": "clips.parquet row + caption_windows",
                     "txt": "caption (when present)"},
     }
     with writing(out / "dataset.json"):
         atomic_write_text(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
+    writers = [{"name": m.name, "writer": m.writer} for m in manifests]  # which process wrote each shard
+    with writing(out / "_state" / "shards.json"):
+        atomic_write_text(out / "_state" / "shards.json", json.dumps(writers, indent=1) + "\n")
     with writing(out / "_state" / "run.json"):
         atomic_write_bytes(out / "_state" / "run.json", json.dumps(run_stats, sort_keys=True).encode())
