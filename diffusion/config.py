@@ -247,13 +247,14 @@ def demo() -> ExperimentConfig:
         vae=VAEConfig(kind="pixel", space_to_depth=8),
         text=TextEncoderConfig(kind="t5", path=None, max_length=24, dim=64, vocab=ShapesWorld().vocabulary()),
         flow=FlowMatchingConfig(timestep_sampling="uniform", shift=3.0, caption_dropout=0.1),
-        sampler=SamplerConfig(name="euler", steps=20, guidance=3.0, shift=3.0, seed=0),
+        # no guidance: at 3.0 the held-out colours fell from 0.62 to 0.33 (x-prediction overshoots)
+        sampler=SamplerConfig(name="euler", steps=20, guidance=1.0, shift=3.0, seed=0),
         data=LoaderConfig(batch_size=8, num_frames=16, fps=8.0, buckets=[(64, 64)], shuffle_buffer=64,
                           dtype="uint8"),
-        train=TrainConfig(steps=1200, optim=OptimConfig(lr=2e-3, warmup_steps=50, min_lr_ratio=0.1,
-                                                        weight_decay=0.0, grad_clip=1.0),
-                          ema_decay=0.995, checkpoint_every=400, val_every=100, val_batches=1,
-                          sample_every=400, sample_prompts=["a red square moves to the left on a dark gray background"]),
+        train=TrainConfig(steps=900, optim=OptimConfig(lr=2e-3, warmup_steps=50, min_lr_ratio=0.1,
+                                                       weight_decay=0.0, grad_clip=1.0),
+                          ema_decay=0.995, checkpoint_every=300, val_every=100, val_batches=1,
+                          sample_every=300, sample_prompts=["a red square moves to the left on a dark gray background"]),
     )
 
 

@@ -94,16 +94,26 @@ def load_run(run: Path, prefer_ema: bool = True) -> Loaded:
     return _load_dcp(run_checkpoint(run), Path(run), prefer_ema)
 
 
-def source_config(path: Path) -> ExperimentConfig:
-    """The experiment config of what `load_checkpoint_dir(path)` would load, without loading weights."""
+def _checkpoint_folder(path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"--checkpoint {path}: no such folder")
+    return path
+
+
+def _run_of(ckpt: Path) -> Path:
+    """The training run a DCP checkpoint folder (RUN/checkpoints/step-N) belongs to."""
+    run = ckpt.parent.parent
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{ckpt}: a checkpoint outside a training run (no {run / 'config.yaml'})")
+    return run
+
+
+def source_config(path: Path) -> ExperimentConfig:
+    """The experiment config of what `load_checkpoint_dir(path)` would load, without loading weights."""
+    path = _checkpoint_folder(path)
     if _is_dcp(path):
-        run = path.parent.parent
-        if not (run / "config.yaml").is_file():
-            raise UserError(f"{path}: a checkpoint outside a training run (no {run / 'config.yaml'})")
-        return load_config(str(run / "config.yaml"))
+        return load_config(str(_run_of(path) / "config.yaml"))
     if (path / EXPORT_EXTRA / "config.yaml").is_file():
         return load_config(str(path / EXPORT_EXTRA / "config.yaml"))
     if (path / "model_index.json").is_file():
@@ -194,14 +204,9 @@ def apply_lora(model, path: str | Path, scale: float = 1.0) -> str:
 
 def load_checkpoint_dir(path: Path) -> Loaded:
     """One DCP checkpoint folder (inside a RUN), or a diffusers-format Wan folder (model or pipeline)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"--checkpoint {path}: no such folder")
+    path = _checkpoint_folder(path)
     if _is_dcp(path):
-        run = path.parent.parent
-        if not (run / "config.yaml").is_file():
-            raise UserError(f"{path}: a checkpoint outside a training run (no {run / 'config.yaml'})")
-        return _load_dcp(path, run, True)
+        return _load_dcp(path, _run_of(path), True)
     if (path / "model_index.json").is_file():
         # a diffusers WanPipeline folder: transformer/, text_encoder/ + tokenizer/, vae/
         from diffusion.init_from import pipeline_config

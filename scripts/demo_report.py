@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dataload.files import atomic_write_text
+
 
 # ---------------------------------------------------------------- split
 
@@ -45,9 +47,9 @@ def split_curated(ctx: dict, val_clips: int) -> str:
         with ShardWriter(folder / "shards", max_samples_per_shard=1000) as w:
             for smp in part:
                 w.write(smp["__key__"], {k: v for k, v in smp.items() if k != "__key__"})
-        (folder / "dataset.json").write_text(json.dumps({"kind": "curated", "split_of": str(ctx["curated"])}))
+        atomic_write_text(folder / "dataset.json", json.dumps({"kind": "curated", "split_of": str(ctx["curated"])}))
     stats = {"train": len(parts["train"]), "val": len(parts["val"]), "dropped_captions": dropped}
-    stats_path.write_text(json.dumps(stats))
+    atomic_write_text(stats_path, json.dumps(stats))
     ctx["split"] = stats
     print(f"split: {stats['train']} training clips, {stats['val']} validation clips"
           + (f", {dropped} left out (caption spans two shots)" if dropped else ""))
@@ -225,7 +227,7 @@ def write_report(ctx: dict) -> None:
         f"[{rel(ctx['eval'] / 'results.jsonl')}]({rel(ctx['eval'] / 'results.jsonl')}).",
         "",
     ]
-    (out / "README.md").write_text("\n".join(lines))
+    atomic_write_text(out / "README.md", "\n".join(lines))
     ctx["report"] = {"curve": curve, "summary": summary, "strips": [r["prompt"] for r in chosen]}
 
 

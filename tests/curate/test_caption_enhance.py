@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +16,7 @@ from curate.stages.caption_enhance.http import HTTPRewriter
 from curate.stages.caption_enhance.tiny import save_tiny_causal_lm
 from curate.stages.vlm_caption.http import HTTPCaptionError
 from tests.curate.corpus import mixed_video, read_shards
+from tests.curate.local_server import LocalServer
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tiny_lm(tmp_path_factory):
             "plain": str(save_tiny_causal_lm(root / "plain", chat_template=False))}
 
 
-class _RewriteServer:
+class _RewriteServer(LocalServer):
     """An OpenAI-compatible chat-completions server on 127.0.0.1: answers with a rewrite of the user turn;
     answers 400 for captions holding ``refuse``, and 503 to the first try of every request when
     ``flaky``."""
@@ -61,17 +62,7 @@ class _RewriteServer:
                 text = f"A cinematic shot: {caption}, in soft daylight, the camera moving slowly."
                 self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def test_tiny_lm_rewrites_through_its_chat_template_and_batching_does_not_change_answers(tiny_lm):

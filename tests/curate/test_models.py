@@ -7,21 +7,22 @@ import base64
 import io
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from curate.common.frames import clip_windows, decode_at, sample_times
 from curate.errors import CurateError
 from curate.stages.clip_scores.aesthetic import AestheticHead, reduce_scores
 from curate.stages.clip_scores.embedding import ClipEncoder, clip_embedding
-from curate.common.frames import clip_windows, decode_at, sample_times
-from curate.stages.vlm_caption.http import HTTPCaptioner, HTTPCaptionError
 from curate.stages.clip_scores.tiny import save_aesthetic_head, save_tiny_clip
-from curate.stages.vlm_caption.tiny import save_tiny_qwen2vl
 from curate.stages.vlm_caption.hf import VLMCaptioner
+from curate.stages.vlm_caption.http import HTTPCaptioner, HTTPCaptionError
+from curate.stages.vlm_caption.tiny import save_tiny_qwen2vl
+from tests.curate.local_server import LocalServer
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_vlm_missing_model_is_a_clear_error(tmp_path):
 
 # --- OpenAI-compatible HTTP ------------------------------------------------------------------------------
 
-class _ChatServer:
+class _ChatServer(LocalServer):
     """A chat-completions endpoint on 127.0.0.1: answers with facts it decoded from the request (image count
     and mean level of the first JPEG), fails the first try of each distinct request with 503, and records
     how many requests were in flight at once."""
@@ -140,17 +141,7 @@ class _ChatServer:
                     with outer.lock:
                         outer.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def test_http_captions_with_concurrency_and_retries():
