@@ -9,7 +9,6 @@ import numpy as np
 
 from dataload.files import atomic_write_text
 
-
 # ---------------------------------------------------------------- split
 
 def split_curated(ctx: dict, val_clips: int) -> str:

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.cli import main
-from curate.stages.dedup.algorithm import hamming, phash
 from curate.stages.clip_scores.tiny import save_tiny_clip
+from curate.stages.dedup.algorithm import hamming, phash
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 
 from curate.stages.filters import scores
 from curate.stages.filters.config import FilterConfig
-from curate.task import Clip, SourceTask
 from curate.stages.filters.stage import FilterStage
+from curate.task import Clip, SourceTask
 from dataload.synthetic import Shot, make_video, write_video
 
 CASES = {

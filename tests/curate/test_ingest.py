@@ -7,8 +7,8 @@ import os
 import fsspec
 import pytest
 
-from curate.stages.ingest.config import IngestConfig
 from curate.errors import CurateError
+from curate.stages.ingest.config import IngestConfig
 from curate.stages.ingest.expand import expand_inputs
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from curate.stages.caption.config import CaptionConfig
-from curate.task import Clip, SourceTask
 from curate.stages.caption.stage import TimedTextCaptionStage
 from curate.stages.caption.timed_text import overlapping, parse_timed_text
+from curate.task import Clip, SourceTask
 
 SRT = """1
 00:00:00,000 --> 00:00:01,500

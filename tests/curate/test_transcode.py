@@ -9,11 +9,11 @@ import av
 import numpy as np
 import pytest
 
-from curate.stages.transcode.config import TranscodeConfig
-from curate.task import Clip, SourceTask
 from curate.stages.split.plan import span_times
-from curate.stages.transcode.stage import TranscodeStage
+from curate.stages.transcode.config import TranscodeConfig
 from curate.stages.transcode.encode import output_size
+from curate.stages.transcode.stage import TranscodeStage
+from curate.task import Clip, SourceTask
 from dataload.reader import VideoReader
 from dataload.synthetic import Shot, make_video
 
