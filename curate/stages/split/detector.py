@@ -53,15 +53,18 @@ class SceneDetector:
             # the network marks some brief flashes too: the same test as the content splitter's drops them
             cuts, transitions = without_flashes(small.frames, cuts, transitions, self.config)
             return self._result(small, cuts, transitions)
+        return self.from_analysis(self._decode_luma(path))
+
+    def _decode_luma(self, path: str) -> AnalysisFrames:
         # `fixed` needs only timestamps; the luma pass at analysis size is nearly as cheap
-        return self.from_analysis(decode_small(path, size=(-1, self.config.analysis_width), luma=True))
+        return decode_small(path, size=(-1, self.config.analysis_width), luma=True)
 
     def detect_many(self, paths) -> Iterator[tuple[str, SceneResult | Exception]]:
         """(path, scenes or the exception that stopped it) of each video in order. The luma splitters
         decode the next video on a second thread while this one is analysed: decoding waits on FFmpeg and
         analysis on numpy, so the two overlap instead of taking turns (one process over many videos)."""
         paths = [os.fspath(p) for p in paths]
-        if self.splitter == "transnetv2" or len(paths) < 2:
+        if self.splitter == "transnetv2":
             for path in paths:
                 try:
                     yield path, self(path)
@@ -70,18 +73,14 @@ class SceneDetector:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        def decode(path: str) -> AnalysisFrames:
-            return decode_small(path, size=(-1, self.config.analysis_width), luma=True)
-
         with ThreadPoolExecutor(1, thread_name_prefix="scenes-decode") as pool:
-            pending = pool.submit(decode, paths[0])
+            ahead = pool.submit(self._decode_luma, paths[0]) if paths else None
             for i, path in enumerate(paths):
-                ahead = pool.submit(decode, paths[i + 1]) if i + 1 < len(paths) else None
+                pending, ahead = ahead, (pool.submit(self._decode_luma, paths[i + 1]) if i + 1 < len(paths) else None)
                 try:
                     yield path, self.from_analysis(pending.result())
                 except Exception as exc:  # noqa: BLE001
                     yield path, exc
-                pending = ahead
 
     def from_analysis(self, small: AnalysisFrames) -> SceneResult:
         """Scenes from a video's luma analysis track (content and fixed splitters)."""
