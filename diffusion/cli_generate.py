@@ -16,14 +16,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vfm-generate", description=(
         "Generate a video from a text prompt. --run takes RUN's latest checkpoint (EMA weights when "
         "present); --checkpoint takes one checkpoint folder, a `vfm-train export` folder or a diffusers "
-        "Wan pipeline folder. Output: H.264 mp4."))
+        "Wan pipeline folder. Output: H.264 mp4, or with --out FILE.npy the exact uint8 frames (T, H, W, 3)."))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN", help="training run folder")
     src.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder or diffusers-format Wan folder")
     p.add_argument("--prompt", required=True,
                    help="what the video shows (must not be empty: unconditional generation is not offered)")
     p.add_argument("--negative-prompt", default="", help="what guidance steers away from (default: empty)")
-    p.add_argument("--out", required=True, metavar="FILE.mp4", help="output video")
+    p.add_argument("--out", required=True, metavar="FILE.mp4",
+                   help="output video: .mp4 (H.264), or .npy for the uint8 frames before any encoding")
     p.add_argument("--frames", type=int, default=None, help="video frames (default: the training clip length)")
     p.add_argument("--height", type=int, default=None, help="default: the first training bucket")
     p.add_argument("--width", type=int, default=None, help="default: the first training bucket")
@@ -63,8 +64,8 @@ def _generate(args) -> int:
     if not args.prompt.strip():
         raise UserError("--prompt is empty; describe the video to generate")
     out = Path(args.out)
-    if not args.out.lower().endswith(".mp4"):
-        raise UserError(f"--out {args.out}: must end in .mp4")
+    if not args.out.lower().endswith((".mp4", ".npy")):
+        raise UserError(f"--out {args.out}: must end in .mp4 (a video) or .npy (the raw frames)")
     if out.is_dir():
         raise UserError(f"--out {args.out} is a folder")
     if out.exists() and not args.overwrite:

@@ -269,12 +269,19 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def write_video(video: torch.Tensor | np.ndarray, path: Path, fps: float = 8.0) -> Path:
-    """H.264 yuv420p mp4 (the project's writer, dataload.h264), near-lossless, atomically."""
+    """H.264 yuv420p mp4 (the project's writer, dataload.h264), near-lossless, atomically; a `.npy`
+    path gets the (T, H, W, 3) uint8 frames themselves (exact: what parity checks compare)."""
     from dataload.h264 import encode_frames
 
     frames = video if isinstance(video, np.ndarray) else to_uint8_frames(video)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        from dataload.files import atomic_output
+
+        with atomic_output(path) as f:
+            np.save(f, np.ascontiguousarray(frames), allow_pickle=False)
+        return path
     return encode_frames(frames, path, fps=fps, crf=4)
 
 

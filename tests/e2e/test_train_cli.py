@@ -102,28 +102,32 @@ def test_generate_cp2_tp2_equal_one_rank_and_export_equals_run(straight_run, tmp
     from diffusion.cli_generate import main
     from diffusion.cli_train import main as train_main
 
-    # UniPC with a negative prompt here (the run's sample videos used the config's Euler)
+    # UniPC with a negative prompt here (the run's sample videos used the config's Euler); the layouts are
+    # compared on the .npy frames, before H.264 (whose choices can turn a 1-level difference into more)
     common = ["--prompt", CAPTIONS[0], "--steps", "3", "--guidance", "3.0", "--sampler", "unipc",
               "--negative-prompt", "blurry, static", "--seed", "5"]
-    one, two, exp = tmp_path / "one.mp4", tmp_path / "two.mp4", tmp_path / "exp.mp4"
+    one, mp4 = tmp_path / "one.npy", tmp_path / "one.mp4"
     assert main(["--run", str(straight_run), "--out", str(one), *common]) == 0
-    assert main(["--run", str(straight_run), "--out", str(two), "--nproc", "2", "--cp", "2", *common]) == 0
-    a, b = _frames(one), _frames(two)
+    a = np.load(one, allow_pickle=False).astype(np.int16)
     assert a.shape == (4, 16, 16, 3)
-    assert np.abs(a - b).max() <= 1
-    # tensor parallel (heads and MLP split over 2 ranks), and tensor x context parallel on 4 ranks
-    for name, layout in (("tp2.mp4", ["--nproc", "2", "--tp", "2"]),
-                         ("tp2cp2.mp4", ["--nproc", "4", "--tp", "2", "--cp", "2"])):
+    # the mp4 of the same generation holds those frames (H.264 yuv420p halves the chroma of this
+    # pixel noise, so compare what survives it: each frame's mean)
+    assert main(["--run", str(straight_run), "--out", str(mp4), *common]) == 0
+    assert _frames(mp4).shape == a.shape
+    assert np.abs(_frames(mp4).mean(axis=(1, 2, 3)) - a.mean(axis=(1, 2, 3))).max() < 3
+    # context parallel, tensor parallel (heads and MLP split over 2 ranks), and tensor x context parallel
+    for name, layout in (("cp2.npy", ["--nproc", "2", "--cp", "2"]), ("tp2.npy", ["--nproc", "2", "--tp", "2"]),
+                         ("tp2cp2.npy", ["--nproc", "4", "--tp", "2", "--cp", "2"])):
         assert main(["--run", str(straight_run), "--out", str(tmp_path / name), *layout, *common]) == 0
-        assert np.abs(_frames(tmp_path / name) - a).max() <= 1, name
+        assert np.abs(np.load(tmp_path / name).astype(np.int16) - a).max() <= 1, name
     # the exported diffusers folder generates the same video (same EMA weights)
     assert train_main(["export", "--run", str(straight_run), "--out", str(tmp_path / "export")]) == 0
-    assert main(["--checkpoint", str(tmp_path / "export"), "--out", str(exp), *common]) == 0
-    assert np.abs(_frames(exp) - a).max() <= 1
+    assert main(["--checkpoint", str(tmp_path / "export"), "--out", str(tmp_path / "exp.npy"), *common]) == 0
+    assert np.abs(np.load(tmp_path / "exp.npy").astype(np.int16) - a).max() <= 1
     # a different seed gives a different video
-    other = tmp_path / "other.mp4"
+    other = tmp_path / "other.npy"
     assert main(["--run", str(straight_run), "--out", str(other), *common[:-1], "6"]) == 0
-    assert np.abs(_frames(other) - a).max() > 1
+    assert np.abs(np.load(other).astype(np.int16) - a).max() > 1
 
 
 def test_precompute_then_fit_on_latents(curated, tmp_path):  # noqa: F811
