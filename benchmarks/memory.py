@@ -8,7 +8,8 @@ format to a temporary folder. Each configuration runs in fresh processes (gloo r
 - fsdp2: 2 ranks, FSDP2 over both, each rank reading only its own slices of the safetensors file;
 - lora: one process, the base frozen, rank-16 adapters on every attention and MLP projection.
 Peak RSS is the process's high-water mark (VmHWM, reset between phases to see which one peaks), minus
-nothing: the ratio is what a user's machine sees.
+nothing: the ratio is what a user's machine sees. Every process fixes glibc's mmap threshold as the
+launcher does for CPU ranks (parallel/host_memory.py).
 For LoRA the bound is the frozen weights plus activations, where activations = the peak increase of a
 forward and backward of the frozen model (measured in the LoRA process before its training steps).
 """
@@ -137,7 +138,10 @@ def _entry(rank, world, init, mode, folder, layers, latent, q):
 
     import torch.distributed as dist
 
+    from parallel.host_memory import map_large_blocks
+
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), VFM_DEVICE="cpu")
+    map_large_blocks()  # as diffusion.launch does for every CPU rank
     if world > 1:
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=600))

@@ -51,6 +51,10 @@ def under_torchrun() -> bool:
 def _init(rank: int, world_size: int, init_method: str | None, backend: str) -> None:
     import torch.distributed as dist  # torch only where ranks start: --help stays fast
 
+    if backend == "gloo":  # a CPU rank: freed weights and gathered shards go back to the system
+        from parallel.host_memory import map_large_blocks
+
+        map_large_blocks()
     kwargs: dict[str, Any] = {"timeout": datetime.timedelta(seconds=PG_TIMEOUT_S)}
     if init_method is not None:
         kwargs.update(init_method=init_method, rank=rank, world_size=world_size)

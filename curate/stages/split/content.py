@@ -129,6 +129,15 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _half(frames: np.ndarray, y: np.ndarray, have: np.ndarray, idx: np.ndarray) -> None:
+    """Fill y[i] with frames[i] at half size for every i of `idx` not filled yet (most frames of a video
+    never reach the blend test, so most are never resized)."""
+    hh, ww = y.shape[1:]
+    for i in np.unique(idx[~have[idx]]):
+        y[i] = cv2.resize(frames[i], (ww, hh), interpolation=cv2.INTER_AREA)
+    have[idx] = True
+
+
 def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[int, int]]:
     """Fades through black: runs of dark flat frames, widened while contrast falls into them and
     rises out of them. Only those between two shots count (not a fade-in at the very start)."""
@@ -163,11 +172,21 @@ def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[in
     return out
 
 
+def _half(frames: np.ndarray, y: np.ndarray, have: np.ndarray, idx: np.ndarray) -> None:
+    """Fill y[i] with frames[i] at half size for every i of `idx` not filled yet (most frames of a video
+    never reach the blend test, so most are never resized)."""
+    hh, ww = y.shape[1:]
+    for i in np.unique(idx[~have[idx]]):
+        y[i] = cv2.resize(frames[i], (ww, hh), interpolation=cv2.INTER_AREA)
+    have[idx] = True
+
+
 def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> list[tuple[int, int]]:
     n = len(frames)
     # The blend test runs at half the analysis size; it only needs the coarse picture.
     hh, ww = frames.shape[1] // 2, frames.shape[2] // 2
-    y = np.stack([cv2.resize(f, (ww, hh), interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float32)
+    y = np.empty((n, hh, ww), np.float32)  # filled only where a window needs it (see _half)
+    have = np.zeros(n, bool)
     pos = np.cumsum(shifts, axis=0) / 2
     hard_cum = np.concatenate([[0], np.cumsum(np.isin(np.arange(n), hard))])
     fade_cum = np.concatenate([[0], np.cumsum(in_fade[:n])])
@@ -186,6 +205,7 @@ def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> li
         cs = cs[ok]
         if len(cs) == 0:
             continue
+        _half(frames, y, have, np.concatenate([cs - h, cs, cs + h]))
         ma, mb = pos[cs] - pos[cs - h], pos[cs] - pos[cs + h]
         a_al = shifted(y, cs - h, ma[:, 0], ma[:, 1])
         b_al = shifted(y, cs + h, mb[:, 0], mb[:, 1])
@@ -231,3 +251,12 @@ def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> li
         if end - start >= 2:
             out.append((start, end))
     return out
+
+
+def _half(frames: np.ndarray, y: np.ndarray, have: np.ndarray, idx: np.ndarray) -> None:
+    """Fill y[i] with frames[i] at half size for every i of `idx` not filled yet (most frames of a video
+    never reach the blend test, so most are never resized)."""
+    hh, ww = y.shape[1:]
+    for i in np.unique(idx[~have[idx]]):
+        y[i] = cv2.resize(frames[i], (ww, hh), interpolation=cv2.INTER_AREA)
+    have[idx] = True

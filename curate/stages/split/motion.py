@@ -64,9 +64,13 @@ def shifted(frames: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray)
     """frames[idx[k]] with its content moved by (dx[k], dy[k]) whole pixels, edges repeated: one gather."""
     _, h, w = frames.shape
     ix, iy = np.rint(dx).astype(np.int64), np.rint(dy).astype(np.int64)
-    rows = np.clip(np.arange(h)[None, :] - iy[:, None], 0, h - 1)
-    cols = np.clip(np.arange(w)[None, :] - ix[:, None], 0, w - 1)
-    return frames[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
+    out = frames[idx]  # most pairs do not move (a still camera): a plain copy, the gather only for the rest
+    moved = np.flatnonzero((ix != 0) | (iy != 0))
+    if len(moved):
+        rows = np.clip(np.arange(h)[None, :] - iy[moved, None], 0, h - 1)
+        cols = np.clip(np.arange(w)[None, :] - ix[moved, None], 0, w - 1)
+        out[moved] = frames[idx[moved, None, None], rows[:, :, None], cols[:, None, :]]
+    return out
 
 
 def block_diff(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
