@@ -67,8 +67,9 @@ class ShapesWorld:
     speed: float = 0.025  # fraction of the shorter side per frame
     texture: float = 0.0  # amplitude (0..255 levels) of a static low-frequency pattern on each background
     # how far a path may sit from the central one, as a fraction of the room there is (0: every path of a
-    # direction is the same line through the middle; 1: anywhere the object stays inside)
-    jitter: float = 1.0
+    # direction is the same line through the middle, so the caption says everything a clip shows; 1:
+    # anywhere the object stays inside)
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         self.colors = {k: tuple(int(c) for c in v) for k, v in self.colors.items()}

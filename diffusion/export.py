@@ -35,11 +35,13 @@ def export_run(run: Path, out: Path, prefer_ema: bool = True, warn=None) -> Path
     if out.exists():
         raise UserError(f"--out {out} already exists")
     cfg = load_config(str(run / "config.yaml"))
-    if cfg.model.prediction != "velocity" or cfg.model.pooled_text:
+    if cfg.model.prediction != "velocity" or cfg.model.pooled_text or cfg.model.abs_pos_embed:
         # diffusers' Wan pipelines read the output as a velocity and have no pooled-text projection
+        # and no absolute position embedding
         raise UserError(f"--run {run}: the model is not a plain Wan transformer (model.prediction="
-                        f"{cfg.model.prediction}, model.pooled_text={cfg.model.pooled_text}); diffusers' Wan "
-                        "format holds velocity models without pooled text only")
+                        f"{cfg.model.prediction}, model.pooled_text={cfg.model.pooled_text}, model.abs_pos_embed="
+                        f"{cfg.model.abs_pos_embed}); diffusers' Wan format holds velocity models without "
+                        "pooled text or absolute positions only")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if cfg.train.lora.enabled:

@@ -7,6 +7,12 @@
 Timesteps: uniform or logit-normal sigma, then the static shift sigma' = s*sigma / (1 + (s-1)*sigma)
 (s > 1 spends more steps at high noise, as FlowMatchEulerDiscreteScheduler/UniPC(flow_shift) do).
 
+Loss weight: "uniform" is the plain squared velocity error. "sigma_sq" multiplies each sample's error by
+sigma^2; for a model that predicts the clean sample (DiTConfig.prediction="sample", velocity
+(x_t - x0_hat) / sigma) the velocity error is (x0 - x0_hat) / sigma, so this is the squared error of its
+clean sample: every noise level counts alike, where the uniform weight lets the nearly clean levels
+(weight 1/sigma^2) drown the noisy ones that decide the picture's layout and motion.
+
 Distributed convention (data x context parallel): draw timesteps, noise and caption dropout from a
 generator seeded identically on every rank of a context-parallel group (seed it by data-parallel rank
 and step, never by CP rank), so the CP ranks see the same sample. `loss` returns
@@ -33,6 +39,7 @@ class FlowMatchingConfig:
     logit_std: float = 1.0
     caption_dropout: float = 0.1
     num_train_timesteps: int = 1000
+    loss_weight: str = "uniform"  # "uniform" | "sigma_sq" (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.timestep_sampling not in ("uniform", "logit_normal"):
@@ -43,6 +50,8 @@ class FlowMatchingConfig:
             raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
         if not self.logit_std > 0:
             raise ValueError(f"logit_std must be positive, got {self.logit_std}")
+        if self.loss_weight not in ("uniform", "sigma_sq"):
+            raise ValueError(f"loss_weight must be 'uniform' or 'sigma_sq', got {self.loss_weight!r}")
         if self.num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
 
@@ -87,11 +96,20 @@ class FlowMatching:
         s = self.sigmas(timesteps).to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
         return (1 - s) * x0 + s * noise, noise - x0
 
+    def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        """(B,) weights of each sample's squared error at these model timesteps (None: all 1)."""
+        if self.config.loss_weight == "uniform":
+            return None
+        return self.sigmas(timesteps.double()) ** 2
+
     def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-             normalizer: torch.Tensor | float | None = None) -> torch.Tensor:
+             normalizer: torch.Tensor | float | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Masked mean squared error. mask broadcasts to pred ((B,) sample weights or a (B,1,F,H,W)
-        validity map); without `normalizer` it is the local masked mean, with it sum / normalizer."""
+        validity map); without `normalizer` it is the local masked mean, with it sum / normalizer.
+        weights (B,): `loss_weights` of the samples' timesteps (they scale errors, not the count)."""
         err = (pred.float() - target.float()) ** 2 if pred.dtype != torch.float64 else (pred - target) ** 2
+        if weights is not None:
+            err = err * weights.to(err.device, err.dtype).view(-1, *([1] * (err.ndim - 1)))
         if mask is None:
             total = err.sum()
             count = err.numel()
@@ -127,14 +145,16 @@ class FlowMatching:
 
     # -- packed batches: lists of per-sample tensors of different shapes ------------------------------
     def packed_loss(self, preds: list[torch.Tensor], targets: list[torch.Tensor], weights: torch.Tensor | None,
-                    normalizer: torch.Tensor | float) -> torch.Tensor:
+                    normalizer: torch.Tensor | float, loss_weights: torch.Tensor | None = None) -> torch.Tensor:
         """sum over samples of weight_i * (summed squared error of sample i) / normalizer. A packed batch
         holds no padding tokens (the model returns real tokens only), so every element counts;
-        weights (N,) zero the loader's repeated samples."""
+        weights (N,) zero the loader's repeated samples; loss_weights (N,) are `loss_weights`."""
         total = None
         for i, (p, t) in enumerate(zip(preds, targets)):
             err = (p.float() - t.float()) ** 2 if p.dtype != torch.float64 else (p - t) ** 2
             part = err.sum() if weights is None else err.sum() * weights[i].to(err.dtype)
+            if loss_weights is not None:
+                part = part * loss_weights[i].to(part.device, part.dtype)
             total = part if total is None else total + part
         if total is None:
             raise ValueError("a packed batch needs at least one sample")

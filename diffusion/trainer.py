@@ -246,7 +246,7 @@ class Trainer:
             mask = mask.to(self.device)
         if normalizer is None:
             normalizer = obj.global_normalizer(pred, mask, self.par.dp_group)
-        return obj.loss(pred.to(target.dtype), target, mask, normalizer=normalizer)
+        return obj.loss(pred.to(target.dtype), target, mask, normalizer=normalizer, weights=obj.loss_weights(t))
 
     def _packed_loss(self, step: int, batch: dict, stream: str, dropout: bool, offset: int,
                      normalizer: torch.Tensor | None) -> torch.Tensor:
@@ -279,7 +279,8 @@ class Trainer:
         weights = batch.get("pad_mask")
         if normalizer is None:
             normalizer = self._normalizer([batch])
-        return obj.packed_loss([p.to(tg.dtype) for p, tg in zip(preds, targets)], targets, weights, normalizer)
+        return obj.packed_loss([p.to(tg.dtype) for p, tg in zip(preds, targets)], targets, weights, normalizer,
+                               loss_weights=obj.loss_weights(t))
 
     def _normalizer(self, batches: list[dict]) -> torch.Tensor:
         """Loss elements of the whole global batch: every micro-batch of every data-parallel rank."""

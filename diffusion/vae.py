@@ -4,7 +4,10 @@ kind="wan":   diffusers AutoencoderKLWan (local folder or hub id), latents norma
               the model's latents_mean/latents_std ((z - mean) / std, as WanPipeline inverts), optional
               tiled encode/decode for large frames.
 kind="pixel": no network; space-to-depth by `space_to_depth` so a tiny DiT can run in pixel space on a
-              CPU (channels 3*s*s, H/s, W/s; frames unchanged).
+              CPU (channels 3*s*s, H/s, W/s; frames unchanged). With `downsample` d > 1 the frames are
+              area-averaged by d first and decoding upsamples them bilinearly: a fixed, lossy "latent"
+              that keeps the picture's layout and colours (what a tiny model trained in minutes can
+              learn) and drops detail finer than d pixels.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class VAEConfig:
     path: str | None = None  # wan: local folder or hub id (a pipeline folder is read from its vae/)
     subfolder: str | None = None
     space_to_depth: int = 2  # pixel only
+    downsample: int = 1  # pixel only: area-average by this factor before space-to-depth (see above)
     tiling: bool = False
     tile_sample_min_height: int = 256
     tile_sample_min_width: int = 256
@@ -41,6 +45,8 @@ class VAEConfig:
             raise ValueError("vae kind 'wan' needs a path (local folder or hub id)")
         if self.space_to_depth < 1:
             raise ValueError(f"space_to_depth must be >= 1, got {self.space_to_depth}")
+        if self.downsample < 1:
+            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
 
 
 
@@ -67,7 +73,7 @@ class VideoVAE:
             s = config.space_to_depth
             self.latent_channels = 3 * s * s
             self.temporal_factor = 1
-            self.spatial_factor = s
+            self.spatial_factor = s * config.downsample
 
     @staticmethod
     def _load_wan(config: VAEConfig):
@@ -114,7 +120,7 @@ class VideoVAE:
             raise ValueError(f"expected video (B, 3, T, H, W), got {tuple(video.shape)}")
         self.latent_shape(video.shape[2], video.shape[3], video.shape[4])  # validates the size
         if self.config.kind == "pixel":
-            return _space_to_depth(video, self.config.space_to_depth)
+            return _space_to_depth(_area_down(video, self.config.downsample), self.config.space_to_depth)
         m = self.model
         dist = m.encode(video.to(m.dtype)).latent_dist
         z = dist.sample(generator) if self.config.sample_posterior else dist.mode()
@@ -125,7 +131,8 @@ class VideoVAE:
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"expected latents (B, {self.latent_channels}, F, H, W), got {tuple(latents.shape)}")
         if self.config.kind == "pixel":
-            return _depth_to_space(latents, self.config.space_to_depth).clamp(-1, 1)
+            pixels = _depth_to_space(latents, self.config.space_to_depth)
+            return _bilinear_up(pixels, self.config.downsample).clamp(-1, 1)
         m = self.model
         z = latents.float() * self._std.to(latents.device) + self._mean.to(latents.device)
         video = m.decode(z.to(m.dtype), return_dict=False)[0]
@@ -154,6 +161,26 @@ class VideoVAE:
         if cfg.get("kind") == "wan" and cfg.get("path") and not os.path.isabs(cfg["path"]):
             cfg["path"] = os.path.join(directory, cfg["path"])
         return cls(VAEConfig(**cfg))
+
+
+def _area_down(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(B, C, T, H, W) frames averaged over d x d pixel squares."""
+    if d == 1:
+        return x
+    b, c, t, h, w = x.shape
+    return x.reshape(b, c, t, h // d, d, w // d, d).mean(dim=(4, 6))
+
+
+def _bilinear_up(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(B, C, T, H, W) frames enlarged d times, bilinearly (pixel centres kept: align_corners=False)."""
+    if d == 1:
+        return x
+    import torch.nn.functional as F
+
+    b, c, t, h, w = x.shape
+    frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    up = F.interpolate(frames, scale_factor=d, mode="bilinear", align_corners=False)
+    return up.reshape(b, t, c, h * d, w * d).permute(0, 2, 1, 3, 4)
 
 
 def _space_to_depth(x: torch.Tensor, s: int) -> torch.Tensor:

@@ -36,6 +36,12 @@ class DiTConfig:
     # from scratch on few samples, a model learns global attributes (colour, direction) this way long
     # before cross-attention alone singles out the words that carry them.
     pooled_text: bool = False
+    # True: a learned embedding of each token's frame, row and column index (up to rope_max_seq_len each),
+    # added to the patch tokens. RoPE only tells a token where the others are relative to it, so from
+    # pure noise the model cannot tell where in the frame it is: "the object starts on the left" cannot be
+    # drawn. Large models learn placement from borders and data; a tiny one trained in minutes needs this
+    # (Wan has none, so such a model does not export to diffusers).
+    abs_pos_embed: bool = False
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)

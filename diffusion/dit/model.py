@@ -113,13 +113,15 @@ class VideoDiT(nn.Module):
         self.time_modulation = nn.Linear(c.dim, 6 * c.dim)  # applied to SiLU(time embedding)
         self.text_embed = MLP2(c.text_dim, c.dim, c.dim, nn.GELU(approximate="tanh"))
         self.text_pool = nn.Linear(c.text_dim, c.dim) if c.pooled_text else None
+        # absolute positions: one table per axis (frames, rows, columns), summed per token
+        self.pos_embed = nn.Parameter(torch.zeros(3, c.rope_max_seq_len, c.dim)) if c.abs_pos_embed else None
         self.blocks = nn.ModuleList(DiTBlock(c) for _ in range(c.num_layers))
         self.head = Head(c.dim, c.out_channels * c.patch_volume, c.eps)
         # start by predicting x0 = 0 (mid grey): a random head's output would be divided by sigma
         # (diffusion.dit.weights reads these prefixes when it initialises a sharded model)
         # pooled text starts at zero: the model begins as the one without it
         self.zero_init_prefixes = (("head.proj.",) if c.prediction == "sample" else ()) + (
-            ("text_pool.",) if c.pooled_text else ())
+            ("text_pool.",) if c.pooled_text else ()) + (("pos_embed",) if c.abs_pos_embed else ())
         for name, p in self.named_parameters():
             if name.startswith(self.zero_init_prefixes):
                 nn.init.zeros_(p)
@@ -157,6 +159,8 @@ class VideoDiT(nn.Module):
         # inputs take the parameters' dtype (bf16 under FSDP2's mixed precision, which does not cast them)
         param_dtype = self.patch_embed.weight.dtype
         tokens = self.patch_embed(x.to(param_dtype)).flatten(2).transpose(1, 2).contiguous()  # (B, S, D)
+        if self.pos_embed is not None:
+            tokens = tokens + self._positions(grid).to(tokens.dtype)
         cos, sin = rope_cos_sin(rope_angles(grid, c.head_dim, c.rope_theta, c.rope_max_seq_len, x.device),
                                 tokens.dtype)
 
@@ -185,6 +189,14 @@ class VideoDiT(nn.Module):
             sigma = (timestep.to(out.dtype) / 1000.0).clamp_min(c.sample_min_sigma).view(b, 1, 1, 1, 1)
             out = (x.to(out.dtype) - out) / sigma
         return out
+
+    def _positions(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(S, D) absolute position embeddings of a (frames, rows, columns) token grid, in token order."""
+        f, h, w = grid
+        if max(grid) > self.config.rope_max_seq_len:
+            raise ValueError(f"token grid {grid} is longer than rope_max_seq_len {self.config.rope_max_seq_len}")
+        p = self.pos_embed
+        return (p[0, :f, None, None] + p[1, None, :h, None] + p[2, None, None, :w]).reshape(f * h * w, -1)
 
     def _condition(self, timestep, text, text_mask, token_dtype):
         """Per-sample conditions: block modulation (B, 6, D), head input (B, D), projected text, its mask."""
@@ -225,6 +237,8 @@ class VideoDiT(nn.Module):
         # each sample is embedded on its own grid, then the token rows are concatenated: (1, S, D)
         tokens = torch.cat([self.patch_embed(x[None].to(param_dtype)).flatten(2).transpose(1, 2)
                             for x in xs], dim=1).contiguous()
+        if self.pos_embed is not None:
+            tokens = tokens + torch.cat([self._positions(g) for g in layout.grids]).to(tokens.dtype)
         angles = torch.cat([rope_angles(g, c.head_dim, c.rope_theta, c.rope_max_seq_len, tokens.device)
                             for g in layout.grids])
         cos, sin = rope_cos_sin(angles, tokens.dtype)

@@ -97,7 +97,7 @@ def _compare(name, got, want) -> None:
 
 
 @pytest.mark.parametrize("variant", [{}, {"activation_checkpointing": True, "pooled_text": True},
-                                     {"prediction": "sample", "text_attention_mask": False}])
+                                     {"prediction": "sample", "text_attention_mask": False, "abs_pos_embed": True}])
 def test_packed_equals_one_by_one_on_one_rank(variant):
     from diffusion.dit import VideoDiT
 
@@ -173,7 +173,8 @@ def test_packed_parity_under_context_and_tensor_parallelism():
 
 def _trainer_body(rank: int, world_size: int, cases) -> list[str]:
     """The trainer on a packed batch (FSDP2 over the CP ranks, the model's plan) against the same trainer in
-    one process: losses, gradient norms and weights after 3 steps with clipping active."""
+    one process: losses, gradient norms and weights after 3 steps with clipping active. The model has
+    absolute positions and the loss the sigma^2 weight (the demo's settings), which must shard alike."""
     from diffusion.dit import VideoDiT
     from diffusion.objective import FlowMatchingConfig
     from diffusion.optim import OptimConfig
@@ -184,11 +185,11 @@ def _trainer_body(rank: int, world_size: int, cases) -> list[str]:
     batch = {"latents": xs, "text": text, "text_mask": mask, "pack_tokens": 24}
     train = TrainConfig(steps=3, seed=5, ema_decay=0.0, dtype="float64",
                         optim=OptimConfig(lr=3e-3, warmup_steps=1, grad_clip=0.05, weight_decay=0.1))
-    flow = FlowMatchingConfig(caption_dropout=0.0, shift=2.0)
+    flow = FlowMatchingConfig(caption_dropout=0.0, shift=2.0, loss_weight="sigma_sq")
 
     def run(par=None):
         torch.manual_seed(0)
-        trainer = Trainer(VideoDiT(_config()), train, flow, total_steps=3, par=par)
+        trainer = Trainer(VideoDiT(_config(abs_pos_embed=True)), train, flow, total_steps=3, par=par)
         metrics = [trainer.train_step(s, batch) for s in range(3)]
         weights = {}
         for n, p in trainer.model.named_parameters():

@@ -92,6 +92,34 @@ def test_masked_loss():
     assert FlowMatching.element_count(pred, m).item() == m.sum().item() * 3
 
 
+def test_sigma_sq_weight_is_the_clean_sample_error_of_an_x0_model():
+    """With loss_weight="sigma_sq", the velocity loss of a sample-predicting DiT equals the squared error of
+    its clean sample at every noise level (above its sigma floor), in plain and packed batches."""
+    from diffusion.dit import DiTConfig, VideoDiT
+
+    cfg = DiTConfig(in_channels=4, out_channels=4, patch_size=(1, 2, 2), dim=32, ffn_dim=64, num_heads=2,
+                    num_layers=1, text_dim=16, freq_dim=16, prediction="sample")
+    model = VideoDiT(cfg).double()
+    torch.nn.init.normal_(model.head.proj.weight, std=0.1)  # not the zero start: x0_hat varies
+    fm = FlowMatching(FlowMatchingConfig(loss_weight="sigma_sq"))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 4, 2, 4, 4, generator=g, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([80.0, 500.0, 950.0], dtype=torch.float64)
+    text = torch.randn(3, 5, 16, generator=g, dtype=torch.float64)
+    xt, target = fm.noisy(x0, noise, t)
+    v = model(xt, t, text)
+    sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+    x0_hat = xt - sigma * v  # what the model predicted, recovered from its velocity
+    want = ((x0_hat - x0) ** 2).mean()
+    assert torch.allclose(fm.loss(v, target, weights=fm.loss_weights(t)), want, rtol=1e-10)
+    packed = fm.packed_loss(list(v), list(target), None, x0.numel(), loss_weights=fm.loss_weights(t))
+    assert torch.allclose(packed, want, rtol=1e-10)
+    # the uniform weight is the plain velocity error, which weighs the clean end by 1 / sigma^2
+    assert FlowMatching().loss_weights(t) is None
+    assert torch.allclose(FlowMatching().loss(v, target), (((x0_hat - x0) / sigma) ** 2).mean(), rtol=1e-10)
+
+
 def test_caption_dropout():
     text = torch.randn(64, 5, 8)
     mask = torch.ones(64, 5, dtype=torch.bool)

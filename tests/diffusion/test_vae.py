@@ -69,6 +69,29 @@ def test_pixel_space_round_trip(tmp_path):
     assert again.config == vae.config
 
 
+def test_pixel_space_downsampled(tmp_path):
+    """downsample d: the latents are d x d area means (then space-to-depth); decoding upsamples them
+    bilinearly, so a picture that is flat over d x d squares comes back (inside, away from its edges)."""
+    vae = VideoVAE(VAEConfig(kind="pixel", space_to_depth=2, downsample=4))
+    assert vae.latent_shape(5, 32, 48) == (12, 5, 4, 6) and vae.spatial_factor == 8
+    x = torch.rand(1, 3, 5, 32, 48) * 2 - 1
+    z = vae.encode(x)
+    assert torch.allclose(z[0, 0, 0, 0, 0], x[0, 0, 0, :4, :4].mean())
+    assert torch.allclose(z[0, 3, 0, 0, 0], x[0, 0, 0, 4:8, 4:8].mean())  # the 2x2 group of 4x4 squares
+    flat = torch.zeros(1, 3, 2, 32, 48)
+    flat[..., 8:24, 16:40] = 0.8
+    back = vae.decode(vae.encode(flat))
+    assert back.shape == flat.shape
+    assert torch.allclose(back[..., 12:20, 20:36], flat[..., 12:20, 20:36], atol=1e-6)
+    assert torch.allclose(back.mean(), flat.mean(), atol=1e-6)  # interpolation keeps the mean inside
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vae.latent_shape(5, 36, 48)
+    vae.save(str(tmp_path / "d"))
+    assert VideoVAE.load(str(tmp_path / "d")).config.downsample == 4
+    with pytest.raises(ValueError, match="downsample"):
+        VAEConfig(kind="pixel", downsample=0)
+
+
 def test_save_and_load_wan(wan_dir, video, tmp_path):
     vae = VideoVAE(VAEConfig(kind="wan", path=wan_dir))
     vae.save(str(tmp_path / "run_vae"))
