@@ -243,15 +243,30 @@ class CorpusShot:
 
 def plan_corpus(world: ShapesWorld, repeats: int = 2, shots_per_video: int = 8, seed: int = 0) -> list[list[tuple[Scene, int]]]:
     """Every training combination `repeats` times, shuffled, grouped into videos; consecutive shots of a
-    video never share a background, so each shot change is a visible cut."""
+    video never share a background and, where the pool allows, the next shot's object starts well away
+    from where the last one ended, so each shot change is a visible cut (a shot detector compares the
+    picture's layout, and takes a layout that comes back after the static between shots for a flash)."""
     rng = np.random.default_rng(seed)
     pool = [(s, r) for r in range(repeats) for s in world.scenes("train")]
     order = rng.permutation(len(pool))
     pending = [pool[i] for i in order]
+    frames = world.shot_frames
     videos, current = [], []
     while pending:
-        last = current[-1][0].background if current else None
-        k = next((i for i, (s, _) in enumerate(pending) if s.background != last), 0)
+        last = current[-1] if current else None
+
+        def visible(i: int, far: bool) -> bool:
+            scene, r = pending[i]
+            if last is None:
+                return True
+            if scene.background == last[0].background:
+                return False
+            end = world.trajectory(last[0], last[1], frames)[-1]
+            start = world.trajectory(scene, seed * 1_000_003 + r, frames)[0]
+            return not far or float(np.hypot(*(start - end))) >= world.diameter()
+
+        k = next((i for i in range(len(pending)) if visible(i, True)),
+                 next((i for i in range(len(pending)) if visible(i, False)), 0))
         scene, r = pending.pop(k)
         current.append((scene, seed * 1_000_003 + r))
         if len(current) == shots_per_video:

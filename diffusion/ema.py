@@ -28,9 +28,15 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
+        # on the local tensors, all at once: a shadow and its parameter are sharded alike, and per-DTensor
+        # dispatch cost more than the arithmetic itself on a small model (15% of a demo step)
+        shadows, params = [], []
         for name, p in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(p.detach(), 1.0 - d)
+                shadows.append(_local(self.shadow[name]))
+                params.append(_local(p.detach()))
+        if shadows:
+            torch._foreach_lerp_(shadows, params, 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()
@@ -46,3 +52,10 @@ class EMA:
         for name, t in state["shadow"].items():
             self.shadow[name].copy_(t)
         self.num_updates = int(state["num_updates"])
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a (possibly DTensor) tensor; writing to it writes the tensor's shard."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t

@@ -63,6 +63,12 @@ def test_the_corpus_never_shows_a_held_out_combination(tmp_path):
     for video in plan:
         for a, b in zip(video, video[1:]):
             assert a[0].background != b[0].background  # every shot change is a visible cut
+    # ... and in the demo's world the object jumps at (nearly) every one: the layout changes too
+    demo = ShapesWorld()
+    jumps = [float(np.hypot(*(demo.trajectory(b[0], b[1], demo.shot_frames)[0]
+                              - demo.trajectory(a[0], a[1], demo.shot_frames)[-1])))
+             for video in plan_corpus(demo, repeats=2) for a, b in zip(video, video[1:])]
+    assert sum(j < demo.diameter() for j in jumps) <= 2 and len(jumps) > 150
     manifest = write_corpus(tmp_path, world, repeats=2, shots_per_video=4, seed=1)
     shots = manifest["shots"]
     assert len(shots) == 2 * len(world.scenes("train"))
