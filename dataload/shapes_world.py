@@ -250,23 +250,12 @@ def plan_corpus(world: ShapesWorld, repeats: int = 2, shots_per_video: int = 8, 
     pool = [(s, r) for r in range(repeats) for s in world.scenes("train")]
     order = rng.permutation(len(pool))
     pending = [pool[i] for i in order]
-    frames = world.shot_frames
     videos, current = [], []
     while pending:
         last = current[-1] if current else None
-
-        def visible(i: int, far: bool) -> bool:
-            scene, r = pending[i]
-            if last is None:
-                return True
-            if scene.background == last[0].background:
-                return False
-            end = world.trajectory(last[0], last[1], frames)[-1]
-            start = world.trajectory(scene, seed * 1_000_003 + r, frames)[0]
-            return not far or float(np.hypot(*(start - end))) >= world.diameter()
-
-        k = next((i for i in range(len(pending)) if visible(i, True)),
-                 next((i for i in range(len(pending)) if visible(i, False)), 0))
+        k = next((i for i, (s, r) in enumerate(pending) if _cut_shows(world, last, s, seed * 1_000_003 + r, True)),
+                 next((i for i, (s, r) in enumerate(pending)
+                       if _cut_shows(world, last, s, seed * 1_000_003 + r, False)), 0))
         scene, r = pending.pop(k)
         current.append((scene, seed * 1_000_003 + r))
         if len(current) == shots_per_video:
@@ -275,6 +264,20 @@ def plan_corpus(world: ShapesWorld, repeats: int = 2, shots_per_video: int = 8, 
     if current:
         videos.append(current)
     return videos
+
+
+def _cut_shows(world: ShapesWorld, last: tuple[Scene, int] | None, scene: Scene, seed: int, far: bool) -> bool:
+    """Whether `scene` (shot seed `seed`) may follow the shot `last`: another background and, with `far`,
+    its object starting at least a diameter from where the last one ended."""
+    if last is None:
+        return True
+    if scene.background == last[0].background:
+        return False
+    if not far:
+        return True
+    end = world.trajectory(last[0], last[1], world.shot_frames)[-1]
+    start = world.trajectory(scene, seed, world.shot_frames)[0]
+    return float(np.hypot(*(start - end))) >= world.diameter()
 
 
 def write_corpus(out: str | os.PathLike, world: ShapesWorld | None = None, repeats: int = 2,
