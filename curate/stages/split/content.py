@@ -129,15 +129,6 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _half(frames: np.ndarray, y: np.ndarray, have: np.ndarray, idx: np.ndarray) -> None:
-    """Fill y[i] with frames[i] at half size for every i of `idx` not filled yet (most frames of a video
-    never reach the blend test, so most are never resized)."""
-    hh, ww = y.shape[1:]
-    for i in np.unique(idx[~have[idx]]):
-        y[i] = cv2.resize(frames[i], (ww, hh), interpolation=cv2.INTER_AREA)
-    have[idx] = True
-
-
 def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[int, int]]:
     """Fades through black: runs of dark flat frames, widened while contrast falls into them and
     rises out of them. Only those between two shots count (not a fade-in at the very start)."""
@@ -170,15 +161,6 @@ def _fades(mean: np.ndarray, std: np.ndarray, cfg: SplitConfig) -> list[tuple[in
             out.append((start, end))
         i = max(i, e + 1)
     return out
-
-
-def _half(frames: np.ndarray, y: np.ndarray, have: np.ndarray, idx: np.ndarray) -> None:
-    """Fill y[i] with frames[i] at half size for every i of `idx` not filled yet (most frames of a video
-    never reach the blend test, so most are never resized)."""
-    hh, ww = y.shape[1:]
-    for i in np.unique(idx[~have[idx]]):
-        y[i] = cv2.resize(frames[i], (ww, hh), interpolation=cv2.INTER_AREA)
-    have[idx] = True
 
 
 def _dissolves(frames, z, d, shifts, std, hard, in_fade, cfg: SplitConfig) -> list[tuple[int, int]]:
