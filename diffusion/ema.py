@@ -29,7 +29,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
         # on the local tensors, all at once: a shadow and its parameter are sharded alike, and per-DTensor
-        # dispatch cost more than the arithmetic itself on a small model (15% of a demo step)
+        # dispatch cost more than the arithmetic itself on a small model (over a tenth of a demo step)
         shadows, params = [], []
         for name, p in model.named_parameters():
             if name in self.shadow:
