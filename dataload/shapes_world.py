@@ -247,37 +247,22 @@ def plan_corpus(world: ShapesWorld, repeats: int = 2, shots_per_video: int = 8, 
     from where the last one ended, so each shot change is a visible cut (a shot detector compares the
     picture's layout, and takes a layout that comes back after the static between shots for a flash)."""
     rng = np.random.default_rng(seed)
-    pool = [(s, r) for r in range(repeats) for s in world.scenes("train")]
-    order = rng.permutation(len(pool))
-    pending = [pool[i] for i in order]
+    pool = [(s, seed * 1_000_003 + r) for r in range(repeats) for s in world.scenes("train")]
+    pending = [pool[i] for i in rng.permutation(len(pool))]
+    ends = {shot: world.trajectory(*shot, world.shot_frames)[[0, -1]] for shot in pool}  # first, last centre
     videos, current = [], []
     while pending:
         last = current[-1] if current else None
-        k = next((i for i, (s, r) in enumerate(pending) if _cut_shows(world, last, s, seed * 1_000_003 + r, True)),
-                 next((i for i, (s, r) in enumerate(pending)
-                       if _cut_shows(world, last, s, seed * 1_000_003 + r, False)), 0))
-        scene, r = pending.pop(k)
-        current.append((scene, seed * 1_000_003 + r))
+        other = [i for i, shot in enumerate(pending) if last is None or shot[0].background != last[0].background]
+        apart = [i for i in other if last is None
+                 or float(np.hypot(*(ends[pending[i]][0] - ends[last][1]))) >= world.diameter()]
+        current.append(pending.pop((apart or other or [0])[0]))
         if len(current) == shots_per_video:
             videos.append(current)
             current = []
     if current:
         videos.append(current)
     return videos
-
-
-def _cut_shows(world: ShapesWorld, last: tuple[Scene, int] | None, scene: Scene, seed: int, far: bool) -> bool:
-    """Whether `scene` (shot seed `seed`) may follow the shot `last`: another background and, with `far`,
-    its object starting at least a diameter from where the last one ended."""
-    if last is None:
-        return True
-    if scene.background == last[0].background:
-        return False
-    if not far:
-        return True
-    end = world.trajectory(last[0], last[1], world.shot_frames)[-1]
-    start = world.trajectory(scene, seed, world.shot_frames)[0]
-    return float(np.hypot(*(start - end))) >= world.diameter()
 
 
 def write_corpus(out: str | os.PathLike, world: ShapesWorld | None = None, repeats: int = 2,

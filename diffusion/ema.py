@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from parallel.tensor import local
+
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
@@ -33,8 +35,8 @@ class EMA:
         shadows, params = [], []
         for name, p in model.named_parameters():
             if name in self.shadow:
-                shadows.append(_local(self.shadow[name]))
-                params.append(_local(p.detach()))
+                shadows.append(local(self.shadow[name]))
+                params.append(local(p.detach()))
         if shadows:
             torch._foreach_lerp_(shadows, params, 1.0 - d)
         self.num_updates += 1
@@ -53,9 +55,3 @@ class EMA:
             self.shadow[name].copy_(t)
         self.num_updates = int(state["num_updates"])
 
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """This rank's part of a (possibly DTensor) tensor; writing to it writes the tensor's shard."""
-    from torch.distributed.tensor import DTensor
-
-    return t.to_local() if isinstance(t, DTensor) else t

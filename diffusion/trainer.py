@@ -370,12 +370,11 @@ class Trainer:
     @torch.no_grad()
     def weights_finite(self) -> bool:
         """Whether every weight (every shard, on every rank) is finite."""
-        from torch.distributed.tensor import DTensor
+        from parallel.tensor import local
 
         bad = torch.zeros((), dtype=torch.float64)
         for p in self.model.parameters():
-            local = p.to_local() if isinstance(p, DTensor) else p
-            bad += (~torch.isfinite(local)).sum().double().cpu()
+            bad += (~torch.isfinite(local(p))).sum().double().cpu()
         if self.par.backbone_group is not None:
             dist.all_reduce(bad, group=self.par.backbone_group)
         return float(bad) == 0.0

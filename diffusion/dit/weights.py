@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from diffusion.dit.convert import _BLOCK, _TOP, read_diffusers_config
+from parallel.tensor import local
 
 
 def local_index(param: torch.Tensor) -> tuple[slice, ...]:
@@ -34,12 +35,6 @@ def local_index(param: torch.Tensor) -> tuple[slice, ...]:
 
     shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
     return tuple(slice(o, o + n) for o, n in zip(offset, shape))
-
-
-def _local(param: torch.Tensor) -> torch.Tensor:
-    from torch.distributed.tensor import DTensor
-
-    return param.to_local() if isinstance(param, DTensor) else param
 
 
 def named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -57,10 +52,10 @@ def fill(model: nn.Module, source, names: set[str] | None = None) -> list[str]:
             continue
         index = local_index(t)
         piece = source.read(name, index)
-        local = _local(t)
-        if tuple(piece.shape) != tuple(local.shape):
-            raise ValueError(f"{name}: source gives {tuple(piece.shape)}, this rank holds {tuple(local.shape)}")
-        local.copy_(piece.to(local.dtype))
+        mine = local(t)
+        if tuple(piece.shape) != tuple(mine.shape):
+            raise ValueError(f"{name}: source gives {tuple(piece.shape)}, this rank holds {tuple(mine.shape)}")
+        mine.copy_(piece.to(mine.dtype))
         done.append(name)
     return done
 
