@@ -34,7 +34,7 @@ for _p in (ROOT, ROOT / "scripts"):  # run as a script from anywhere, or loaded 
 CONFIG = "demo"  # the preset of diffusion/config.py that this demo trains
 NPROC, CP = 2, 2
 REPEATS = 2  # shots of every training combination (the world's paths are fixed, so repeats add epochs, not variety)
-VAL_CLIPS = 8  # curated clips held back for the validation loss (seen combinations, never trained on)
+VAL_CLIPS = 16  # curated clips held back for the validation loss (seen combinations, never trained on)
 
 
 def _exe(name: str) -> list[str]:

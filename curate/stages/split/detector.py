@@ -9,9 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from curate.common.cuda import cuda_present
-from curate.stages.split import content
 from curate.stages.split.config import SplitConfig
-from curate.stages.split.flashes import without_flashes
 from curate.stages.split.frames import decode_small
 from curate.stages.split.result import SceneResult, scenes_from_cuts
 from curate.task import AnalysisFrames
@@ -51,6 +49,8 @@ class SceneDetector:
                 self._transnet = TransNetSplitter(self.config)
             cuts, transitions = self._transnet.detect(small.frames)
             # the network marks some brief flashes too: the same test as the content splitter's drops them
+            from curate.stages.split.flashes import without_flashes
+
             cuts, transitions = without_flashes(small.frames, cuts, transitions, self.config)
             return self._result(small, cuts, transitions)
         return self.from_analysis(self._decode_luma(path))
@@ -75,6 +75,8 @@ class SceneDetector:
 
         with ThreadPoolExecutor(1, thread_name_prefix="scenes-decode") as pool:
             ahead = pool.submit(self._decode_luma, paths[0]) if paths else None
+            if self.splitter == "content":
+                from curate.stages.split import content  # noqa: F401 - imported while the first video decodes
             for i, path in enumerate(paths):
                 pending, ahead = ahead, (pool.submit(self._decode_luma, paths[i + 1]) if i + 1 < len(paths) else None)
                 try:
@@ -85,6 +87,10 @@ class SceneDetector:
     def from_analysis(self, small: AnalysisFrames) -> SceneResult:
         """Scenes from a video's luma analysis track (content and fixed splitters)."""
         if self.splitter == "content":
+            # imported on first use (OpenCV and the analysis modules): `detect_many` has the first video
+            # decoding on its thread by then, so a fresh process imports while FFmpeg works
+            from curate.stages.split import content
+
             cuts, transitions = content.detect(small.frames, self.config)
         else:
             cuts, transitions = fixed_cuts(small.times, self.config.fixed_stride_s), []
