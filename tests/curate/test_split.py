@@ -226,3 +226,20 @@ def test_long_video_segments_match_per_video_results(synth_set):
         off += len(f)
     assert cuts == sorted(want)
     assert transitions == sorted(want_tr)
+
+
+def test_detect_many_equals_one_video_at_a_time_in_order(synth_set, tmp_path):
+    """Several videos at once (one thread and one FFmpeg thread each) give each video's own scenes, in
+    the order asked, and an unreadable entry keeps its place as its error."""
+    det = SceneDetector(SplitConfig(splitter="content"))
+    missing = str(tmp_path / "missing.mp4")
+    paths = [str(p) for p, _, _ in synth_set]
+    asked = [paths[0], missing, *paths[1:], paths[0]]
+    got = list(det.detect_many(asked))
+    assert [p for p, _ in got] == asked
+    assert isinstance(got[1][1], OSError)
+    want = {str(p): res for p, _, res in synth_set}
+    for path, res in got[:1] + got[2:]:
+        assert (res.cuts, res.transitions, res.num_frames) == (want[path].cuts, want[path].transitions,
+                                                              want[path].num_frames), path
+        np.testing.assert_array_equal(res.frame_times, want[path].frame_times)
