@@ -54,4 +54,3 @@ class EMA:
         for name, t in state["shadow"].items():
             self.shadow[name].copy_(t)
         self.num_updates = int(state["num_updates"])
-
