@@ -19,6 +19,7 @@ from curate.executors import make_executor
 from curate.ids import path_text, source_key
 from curate.pipeline import Pipeline, build_pipeline
 from curate.remote_out import is_remote
+from curate.schedule import order_by_cost
 from curate.stages.ingest.expand import SourceInput, expand_inputs
 from curate.stages.write.outputs import write_outputs
 from curate.stages.write.report import write_report
@@ -202,9 +203,12 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
                 commit_task(out, task)
                 if committed_hook is not None:
                     committed_hook(task.key)
-    # Largest files first: the last sources to finish are then small ones, so no worker idles long at the
-    # end while another finishes a big one (outputs follow the input order whatever the processing order).
-    runnable = sorted(((i, src, _size(src)) for i, src in todo if src.error is None), key=lambda r: -r[2])
+    runnable = [(i, src, _size(src)) for i, src in todo if src.error is None]
+    if executor == "local" and runner.workers > len(runnable):
+        runner.workers = len(runnable)  # a worker process per source at most: each one sets up every stage
+    # Big sources first, the last ones by estimated cost (curate/schedule.py); the outputs follow the
+    # input order whatever the processing order.
+    runnable = order_by_cost(runnable, lambda r: r[2], lambda r: r[1].local_path, runner)
 
     def tasks() -> Iterator[SourceTask]:  # lazy: work dirs appear only as sources enter the pipeline
         for i, src, size in runnable:
@@ -228,8 +232,6 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
             stage_s[name] = stage_s.get(name, 0.0) + sec
 
     if runnable:
-        if executor == "local" and runner.workers > len(runnable):
-            runner.workers = len(runnable)  # a worker process per source at most: each one sets up every stage
         with ExitStack() as stack:
             show = sys.stderr.isatty() if progress is None else progress
             bar = _Progress(stack, pipeline.names, len(runnable), show)
@@ -253,7 +255,7 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
              "stage_seconds": [[n, round(stage_s[n], 3)] for n in pipeline.names if n in stage_s]}
     with writing(out):
         write_outputs(out, committed, cfg.write.max_clips_per_shard, stats, runner)
-        write_report(out)
+        write_report(out, runner)
     for task in committed:
         summary.done += task.status == DONE
         summary.failed += task.status == FAILED

@@ -55,8 +55,11 @@ def _run(names, workers=2):
         counter["max_out"] = max(counter["max_out"], counter["yielded"] - counter["returned"] + 1)
         results.append(task)
 
-    LocalExecutor(workers=workers).run([TagStage(), DoneStage()], _tasks(names, counter), on_result,
-                                       lambda stage, n: stages_seen.append(stage))
+    ex = LocalExecutor(workers=workers)
+    try:
+        ex.run([TagStage(), DoneStage()], _tasks(names, counter), on_result, lambda stage, n: stages_seen.append(stage))
+    finally:
+        ex.close()
     return results, counter, stages_seen
 
 
@@ -109,3 +112,34 @@ def test_a_stage_that_cannot_set_up_stops_the_run_with_one_line():
 
     with pytest.raises(CurateError, match="weights not found at /nowhere"):
         LocalExecutor(workers=1).run([BrokenSetupStage()], _tasks(["a"], {"yielded": 0}), lambda t: None)
+
+
+def _pid_times(x: int) -> tuple[int, int]:
+    if x == -1:
+        raise KeyError("no such item")
+    if x == -2:
+        os._exit(3)
+    return os.getpid(), x * 10
+
+
+def test_map_runs_on_the_pipeline_workers_in_order():
+    import pytest
+
+    from curate.executors.local import WorkerDiedError
+
+    ex = LocalExecutor(workers=2)
+    try:
+        results = []
+        ex.run([TagStage(), DoneStage()], _tasks([f"v{i}" for i in range(4)], {"yielded": 0}), results.append)
+        run_pids = {int(t.codec.split(":")[0]) for t in results}
+        out = ex.map(_pid_times, list(range(7)))
+        assert [v for _, v in out] == [i * 10 for i in range(7)]  # in order
+        assert {pid for pid, _ in out} <= run_pids and os.getpid() not in run_pids  # the same processes
+        with pytest.raises(KeyError, match="no such item"):  # fn's own exception, raised here
+            ex.map(_pid_times, [1, -1, 2])
+        with pytest.raises(WorkerDiedError, match="exit code 3"):
+            ex.map(_pid_times, [-2])
+        assert [v for _, v in ex.map(_pid_times, [5])] == [50]  # fresh workers after a death
+    finally:
+        ex.close()
+    assert ex.map(_pid_times, []) == []

@@ -75,25 +75,41 @@ def _middle_frame(mp4: bytes) -> np.ndarray | None:
         return None
 
 
-def _contact_sheet(out: Path, kept_ids: list[str], path: Path, limit: int = 16, cols: int = 4,
-                   thumb_h: int = 120) -> int:
-    """A grid of the middle frames of the first kept clips, each labelled with its clip id prefix."""
-    from PIL import Image, ImageDraw
+def _thumbnails(job: tuple[list[str], list[str], int]) -> dict[str, np.ndarray]:
+    """{clip id: its middle frame scaled to `thumb_h` rows} for the ids of `job` found in its shards (a job
+    for the run's workers: decoding is the cost of the contact sheet)."""
+    from PIL import Image
 
     from dataload.shards import read_shard
 
-    want = set(kept_ids[:limit])
-    thumbs: dict[str, Image.Image] = {}
-    for shard in sorted((out / "shards").glob("shard-*.tar")):
+    shards, keys, thumb_h = job
+    want = set(keys)
+    thumbs: dict[str, np.ndarray] = {}
+    for shard in shards:
         if len(thumbs) == len(want):
             break
-        for sample in read_shard(shard):
+        for sample in read_shard(Path(shard)):
             if sample["__key__"] in want and "mp4" in sample:
                 frame = _middle_frame(sample["mp4"])
                 if frame is not None:
                     img = Image.fromarray(frame)
                     w = max(1, round(img.width * thumb_h / img.height))
-                    thumbs[sample["__key__"]] = img.resize((w, thumb_h), Image.BILINEAR)
+                    thumbs[sample["__key__"]] = np.asarray(img.resize((w, thumb_h), Image.BILINEAR))
+    return thumbs
+
+
+def _contact_sheet(out: Path, kept_ids: list[str], path: Path, runner=None, limit: int = 16, cols: int = 4,
+                   thumb_h: int = 120) -> int:
+    """A grid of the middle frames of the first kept clips, each labelled with its clip id prefix; the
+    frames are decoded on the workers of `runner` when one is given."""
+    from PIL import Image, ImageDraw
+
+    shards = [str(p) for p in sorted((out / "shards").glob("shard-*.tar"))]
+    want = kept_ids[:limit]
+    n = max(1, min(len(want), int(getattr(runner, "workers", 0) or 0)))
+    jobs = [(shards, want[i::n], thumb_h) for i in range(n)]
+    parts = runner.map(_thumbnails, jobs) if runner is not None and n > 1 else [_thumbnails(j) for j in jobs]
+    thumbs = {k: Image.fromarray(v) for part in parts for k, v in part.items()}
     order = [k for k in kept_ids if k in thumbs]
     cell_w = max([t.width for t in thumbs.values()] + [thumb_h])
     label, pad = 14, 4
@@ -141,14 +157,17 @@ def _read_table(path: Path) -> dict:
     import pyarrow.parquet as pq
 
     try:
-        with open_regular(path, "parquet file") as f:  # a file object: any file name, even one not UTF-8
-            return pq.read_table(f).to_pydict()
+        # a file object: any file name, even one not UTF-8; ParquetFile, not read_table, whose dataset
+        # layer imports pandas (0.2 s of every run's report)
+        with open_regular(path, "parquet file") as f:
+            return pq.ParquetFile(f).read().to_pydict()
     except (pa.ArrowException, OSError) as exc:
         raise CurateError(f"cannot read {path_text(str(path))}: {' '.join(str(exc).split())[:200]}") from None
 
 
-def write_report(out: str | Path) -> Path:
-    """(Re)write OUT/report.md and its PNGs from sources.parquet and clips.parquet."""
+def write_report(out: str | Path, runner=None) -> Path:
+    """(Re)write OUT/report.md and its PNGs from sources.parquet and clips.parquet; the contact sheet's
+    frames are decoded on the workers of `runner` (an executor) when one is given."""
     out = Path(out)
     require_outputs(out)
     sources, clips = (_read_table(out / name) for name in ("sources.parquet", "clips.parquet"))
@@ -179,9 +198,10 @@ def write_report(out: str | Path) -> Path:
             funnel.append((f"- {r}", remaining))
     funnel.append(("kept", len(kept_ids)))
 
-    # The contact sheet decodes clips (PyAV and PIL release the GIL) while the charts are drawn.
+    # The contact sheet's frames decode (on the workers, or here: PyAV and PIL release the GIL) while the
+    # charts are drawn.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        sheet = pool.submit(_contact_sheet, out, kept_ids, out / "contact_sheet.png")
+        sheet = pool.submit(_contact_sheet, out, kept_ids, out / "contact_sheet.png", runner)
         _histograms(clips, out / "scores.png", _thresholds(out))
         _save(funnel_png(funnel), out / "funnel.png")
         n_thumbs = sheet.result()
