@@ -257,9 +257,25 @@ def test_full_disk_inside_a_worker(corpus, small_disk):
 
 # ------------------------------------------------------------------ Ctrl-C and kill -9
 
-def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(corpus, tmp_path):
+@pytest.fixture(scope="module")
+def many_vids(corpus, tmp_path_factory):
+    """16 copies of each of vids/{a,b,c} under their own names: a run long enough (a few seconds) that a
+    Ctrl-C sent half a second after the first sources start still lands in the middle of it."""
+    folder = tmp_path_factory.mktemp("many") / "vids"
+    folder.mkdir()
+    for src in sorted(corpus["vids"].iterdir()):
+        for k in range(16):
+            shutil.copy(src, folder / f"{src.stem}{k:02d}.mp4")
+    ref = folder.parent / "ref"
+    assert run(folder, "--out", ref, timeout=180).rc == 0
+    return folder, ref
+
+
+def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(many_vids, tmp_path):
+    vids, ref = many_vids
+    total = len(list(vids.iterdir()))
     out = tmp_path / "out"
-    proc = popen("run", corpus["vids"], "--out", out, "--workers", "2")
+    proc = popen("run", vids, "--out", out, "--workers", "2")
     try:
         wait_for(lambda: bool(in_flight(out)) and len(workers_of(proc.pid)) >= 2, proc, what="busy workers")
         workers = workers_of(proc.pid)
@@ -270,6 +286,7 @@ def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(corpus, tmp_path):
             os.kill(w, signal.SIGINT)
         time.sleep(0.5)
         assert all(is_alive(w) for w in workers) and proc.poll() is None
+        assert committed(out) < total  # still in the middle of the run
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole process group
     finally:
         res = finish(proc)
@@ -277,9 +294,9 @@ def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(corpus, tmp_path):
     assert not any(is_alive(w) for w in workers)
     assert not in_flight(out)
     n = committed(out)
-    res = run(corpus["vids"], "--out", out)
-    assert res.rc == 0 and f"{3 - n} processed now, {n} resumed" in res.stdout, (res.stdout, res.stderr)
-    assert comparable_meta(read_shards(out)) == comparable_meta(read_shards(corpus["ref_vids"]))
+    res = run(vids, "--out", out)
+    assert res.rc == 0 and f"{total - n} processed now, {n} resumed" in res.stdout, (res.stdout, res.stderr)
+    assert comparable_meta(read_shards(out)) == comparable_meta(read_shards(ref))
 
 
 def test_kill_9_of_the_driver_leaves_no_worker_behind(corpus, tmp_path):
