@@ -24,6 +24,14 @@ from curate.task import DONE, Clip, SourceTask
 from dataload.files import atomic_write_text, read_regular, swap_dir
 from dataload.lock import FolderLock, FolderLockedError
 
+THUMB_HEIGHT = 120  # rows of a kept clip's thumbnail (the report's contact sheet)
+
+
+def thumbnail_name(clip_id: str) -> str:
+    """The file beside a clip's mp4 in its source's folder: the clip's middle frame, THUMB_HEIGHT rows, PNG
+    (made while the clip is encoded, so the report need not decode it)."""
+    return f"{clip_id}.thumb.png"
+
 
 def state_dir(out: str | Path) -> Path:
     return Path(out) / "_state"
@@ -80,7 +88,7 @@ def commit_task(out: str | Path, task: SourceTask) -> Path:
     work = Path(task.work_dir) if task.work_dir else Path(new_work_dir(out, task.key))
     work.mkdir(parents=True, exist_ok=True)
     # Only what the record names survives: partial files of an earlier failure are dropped.
-    wanted = {c.media for c in task.clips if c.media}
+    wanted = {c.media for c in task.clips if c.media} | {thumbnail_name(c.clip_id) for c in task.clips if c.media}
     for child in work.iterdir():
         if child.name not in wanted:
             shutil.rmtree(child) if child.is_dir() else child.unlink()

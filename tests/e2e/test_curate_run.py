@@ -264,3 +264,31 @@ def test_short_scene_pieces_are_rejected_not_dropped(tmp_path, capsys):
     assert len(short) == 1, rows
     assert short[0]["status"] == "rejected" and short[0]["reject_reason"] == "too_short"
     assert short[0]["end_s"] - short[0]["start_s"] < 2.0 and short[0]["shard"] is None
+
+
+def test_contact_sheet_from_saved_thumbnails_or_decoded_frames(curated, tmp_path):
+    """Every kept clip's middle frame is saved beside its mp4 while it is encoded; the report's contact
+    sheet uses those, and decodes the shards for a run that has none (an older run): the same grid."""
+    import numpy as np
+    from PIL import Image
+
+    from curate.stages.write.report import write_report
+    from curate.state import THUMB_HEIGHT, sources_dir, thumbnail_name
+
+    out, _, _ = curated
+    kept = [r for r in pq.read_table(out / "clips.parquet").to_pylist() if r["status"] == "kept"]
+    thumbs = {p.name: p for p in sources_dir(out).glob("*/*.thumb.png")}
+    assert kept and set(thumbs) == {thumbnail_name(r["clip_id"]) for r in kept}
+    for r in kept:
+        img = Image.open(thumbs[thumbnail_name(r["clip_id"])])
+        assert img.height == THUMB_HEIGHT and img.width == round(r["width"] * THUMB_HEIGHT / r["height"])
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for p in sources_dir(copy).glob("*/*.thumb.png"):
+        p.unlink()
+    write_report(copy)
+    saved = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB"), dtype=np.int16)
+    decoded = np.asarray(Image.open(copy / "contact_sheet.png").convert("RGB"), dtype=np.int16)
+    assert saved.shape == decoded.shape
+    diff = np.abs(saved - decoded).mean()
+    assert diff < 6  # the source frame against its H.264 decode, resized two ways (2.2 measured)

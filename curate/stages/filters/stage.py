@@ -9,6 +9,7 @@ and its mp4 together. A clip encoded here and then rejected loses its file; a ke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -19,6 +20,7 @@ from curate.stages.filters.measure import ScoreSink
 from curate.stages.filters.preview import likely_kept
 from curate.stages.filters.rules import FILTERS
 from curate.stages.transcode.encode import ClipEncoder, EncodeSink
+from curate.state import thumbnail_name
 from curate.step import PipelineStep, Resources
 from curate.task import SourceTask
 from dataload.backends.pyav_reads import Decoded
@@ -104,4 +106,6 @@ class FilterStage(PipelineStep):
                 rule(clip)
             if not clip.active and clip.media is not None:  # encoded on the preview's word, then rejected
                 os.remove(os.path.join(task.work_dir or ".", clip.media))
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(task.work_dir or ".", thumbnail_name(clip.clip_id)))
                 clip.media = None

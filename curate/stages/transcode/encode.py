@@ -18,6 +18,7 @@ import numpy as np
 
 from curate.common.clip_pass import Views
 from curate.stages.transcode.config import TranscodeConfig
+from curate.state import THUMB_HEIGHT, thumbnail_name
 from curate.task import Clip
 from dataload.backends.pyav_reads import Decoded
 from dataload.files import atomic_path
@@ -107,6 +108,7 @@ class EncodeSink:
         self.path = os.path.join(work_dir, self.name)
         self.frames = 0
         self._writer: H264Writer | NvencWriter | None = None
+        self._thumb: np.ndarray | None = None
 
     def feed(self, d: Decoded, views: Views) -> None:
         arr = views(d, self.size, False)
@@ -117,6 +119,12 @@ class EncodeSink:
                 self._writer = H264Writer(self.path, fps=self.clip.fps, crf=self.cfg.crf, preset=self.cfg.preset,
                                           threads=self.cfg.threads)
         self._writer.write(float(d.time_s) - self.clip.start_s, arr)
+        if self.frames == self.clip.num_frames // 2:  # the report's thumbnail, from the frame at hand
+            import cv2
+
+            h, w = arr.shape[:2]
+            size = (max(1, round(w * THUMB_HEIGHT / max(h, 1))), THUMB_HEIGHT)
+            self._thumb = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
         self.frames += 1
 
     def finish(self) -> None:
@@ -128,6 +136,16 @@ class EncodeSink:
         writer, self._writer = self._writer, None
         writer.close()
         self.clip.media = self.name
+        if self._thumb is not None:
+            import cv2
+
+            ok, png = cv2.imencode(".png", np.ascontiguousarray(self._thumb[..., ::-1]))  # OpenCV writes BGR
+            try:
+                if ok:
+                    with open(os.path.join(os.path.dirname(self.path), thumbnail_name(self.clip.clip_id)), "wb") as f:
+                        f.write(png.tobytes())
+            except OSError:  # the report decodes the clip instead
+                pass
 
     def abort(self) -> None:
         if self._writer is not None:

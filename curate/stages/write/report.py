@@ -98,18 +98,42 @@ def _thumbnails(job: tuple[list[str], list[str], int]) -> dict[str, np.ndarray]:
     return thumbs
 
 
-def _contact_sheet(out: Path, kept_ids: list[str], path: Path, runner=None, limit: int = 16, cols: int = 4,
-                   thumb_h: int = 120) -> int:
-    """A grid of the middle frames of the first kept clips, each labelled with its clip id prefix; the
-    frames are decoded on the workers of `runner` when one is given."""
+def _saved_thumbnails(out: Path, ids: list[str], source_of: dict[str, str]) -> dict:
+    """The thumbnails saved beside the committed clips (curate.state.thumbnail_name), as PIL images."""
+    from PIL import Image
+
+    from curate.ids import source_key
+    from curate.state import THUMB_HEIGHT, sources_dir, thumbnail_name
+
+    found = {}
+    for cid in ids:
+        path = sources_dir(out) / source_key(source_of.get(cid, "")) / thumbnail_name(cid)
+        try:
+            img = Image.open(io.BytesIO(read_regular(path, "thumbnail", 4 << 20)))
+            img.load()
+        except Exception:  # noqa: BLE001 - missing (an older run) or unreadable: decoded from the shard instead
+            continue
+        if img.height == THUMB_HEIGHT:
+            found[cid] = img.convert("RGB")
+    return found
+
+
+def _contact_sheet(out: Path, kept_ids: list[str], path: Path, runner=None, source_of: dict | None = None,
+                   limit: int = 16, cols: int = 4, thumb_h: int = 120) -> int:
+    """A grid of the middle frames of the first kept clips, each labelled with its clip id prefix: the
+    thumbnails saved when the clips were encoded, else frames decoded from the shards (on the workers of
+    `runner` when one is given)."""
     from PIL import Image, ImageDraw
 
-    shards = [str(p) for p in sorted((out / "shards").glob("shard-*.tar"))]
     want = kept_ids[:limit]
-    n = max(1, min(len(want), int(getattr(runner, "workers", 0) or 0)))
-    jobs = [(shards, want[i::n], thumb_h) for i in range(n)]
-    parts = runner.map(_thumbnails, jobs) if runner is not None and n > 1 else [_thumbnails(j) for j in jobs]
-    thumbs = {k: Image.fromarray(v) for part in parts for k, v in part.items()}
+    thumbs = _saved_thumbnails(out, want, source_of or {})
+    missing = [k for k in want if k not in thumbs]
+    if missing:
+        shards = [str(p) for p in sorted((out / "shards").glob("shard-*.tar"))]
+        n = max(1, min(len(missing), int(getattr(runner, "workers", 0) or 0)))
+        jobs = [(shards, missing[i::n], thumb_h) for i in range(n)]
+        parts = runner.map(_thumbnails, jobs) if runner is not None and n > 1 else [_thumbnails(j) for j in jobs]
+        thumbs.update({k: Image.fromarray(v) for part in parts for k, v in part.items()})
     order = [k for k in kept_ids if k in thumbs]
     cell_w = max([t.width for t in thumbs.values()] + [thumb_h])
     label, pad = 14, 4
@@ -201,7 +225,8 @@ def write_report(out: str | Path, runner=None) -> Path:
     # The contact sheet's frames decode (on the workers, or here: PyAV and PIL release the GIL) while the
     # charts are drawn.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        sheet = pool.submit(_contact_sheet, out, kept_ids, out / "contact_sheet.png", runner)
+        sheet = pool.submit(_contact_sheet, out, kept_ids, out / "contact_sheet.png", runner,
+                            dict(zip(clips["clip_id"], clips["source"])))
         _histograms(clips, out / "scores.png", _thresholds(out))
         _save(funnel_png(funnel), out / "funnel.png")
         n_thumbs = sheet.result()
