@@ -204,7 +204,7 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
                 if committed_hook is not None:
                     committed_hook(task.key)
     runnable = [(i, src, _size(src)) for i, src in todo if src.error is None]
-    if executor == "local" and runner.workers > len(runnable):
+    if executor == "local" and runnable and runner.workers > len(runnable):
         runner.workers = len(runnable)  # a worker process per source at most: each one sets up every stage
     # Big sources first, the last ones by estimated cost (curate/schedule.py); the outputs follow the
     # input order whatever the processing order.
@@ -255,7 +255,7 @@ def _run_locked(sources: list[SourceInput], out: Path, cfg: CurateConfig, pipeli
              "stage_seconds": [[n, round(stage_s[n], 3)] for n in pipeline.names if n in stage_s]}
     with writing(out):
         write_outputs(out, committed, cfg.write.max_clips_per_shard, stats, runner)
-        write_report(out, runner)
+        write_report(out)
     for task in committed:
         summary.done += task.status == DONE
         summary.failed += task.status == FAILED

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.errors import CurateError, writing
-from curate.ids import path_text
+from curate.ids import path_text, source_key
 from curate.stages.write.charts import funnel_png, histograms_png
+from curate.state import THUMB_HEIGHT, sources_dir, thumbnail_name
 from dataload.clip_record import REJECT_REASONS
 from dataload.files import atomic_write_bytes, atomic_write_text, open_regular, read_regular
 
@@ -75,35 +76,30 @@ def _middle_frame(mp4: bytes) -> np.ndarray | None:
         return None
 
 
-def _thumbnails(job: tuple[list[str], list[str], int]) -> dict[str, np.ndarray]:
-    """{clip id: its middle frame scaled to `thumb_h` rows} for the ids of `job` found in its shards (a job
-    for the run's workers: decoding is the cost of the contact sheet)."""
+def _decoded_thumbnails(shards: list[Path], keys: list[str], thumb_h: int) -> dict:
+    """{clip id: its middle frame decoded from the shards, `thumb_h` rows} (a run without saved thumbnails)."""
     from PIL import Image
 
     from dataload.shards import read_shard
 
-    shards, keys, thumb_h = job
     want = set(keys)
-    thumbs: dict[str, np.ndarray] = {}
+    thumbs: dict = {}
     for shard in shards:
         if len(thumbs) == len(want):
             break
-        for sample in read_shard(Path(shard)):
+        for sample in read_shard(shard):
             if sample["__key__"] in want and "mp4" in sample:
                 frame = _middle_frame(sample["mp4"])
                 if frame is not None:
                     img = Image.fromarray(frame)
                     w = max(1, round(img.width * thumb_h / img.height))
-                    thumbs[sample["__key__"]] = np.asarray(img.resize((w, thumb_h), Image.BILINEAR))
+                    thumbs[sample["__key__"]] = img.resize((w, thumb_h), Image.BILINEAR)
     return thumbs
 
 
 def _saved_thumbnails(out: Path, ids: list[str], source_of: dict[str, str]) -> dict:
     """The thumbnails saved beside the committed clips (curate.state.thumbnail_name), as PIL images."""
     from PIL import Image
-
-    from curate.ids import source_key
-    from curate.state import THUMB_HEIGHT, sources_dir, thumbnail_name
 
     found = {}
     for cid in ids:
@@ -118,22 +114,17 @@ def _saved_thumbnails(out: Path, ids: list[str], source_of: dict[str, str]) -> d
     return found
 
 
-def _contact_sheet(out: Path, kept_ids: list[str], path: Path, runner=None, source_of: dict | None = None,
-                   limit: int = 16, cols: int = 4, thumb_h: int = 120) -> int:
+def _contact_sheet(out: Path, kept_ids: list[str], path: Path, source_of: dict[str, str], limit: int = 16,
+                   cols: int = 4, thumb_h: int = THUMB_HEIGHT) -> int:
     """A grid of the middle frames of the first kept clips, each labelled with its clip id prefix: the
-    thumbnails saved when the clips were encoded, else frames decoded from the shards (on the workers of
-    `runner` when one is given)."""
+    thumbnails saved when the clips were encoded, else frames decoded from the shards."""
     from PIL import Image, ImageDraw
 
     want = kept_ids[:limit]
-    thumbs = _saved_thumbnails(out, want, source_of or {})
+    thumbs = _saved_thumbnails(out, want, source_of)
     missing = [k for k in want if k not in thumbs]
     if missing:
-        shards = [str(p) for p in sorted((out / "shards").glob("shard-*.tar"))]
-        n = max(1, min(len(missing), int(getattr(runner, "workers", 0) or 0)))
-        jobs = [(shards, missing[i::n], thumb_h) for i in range(n)]
-        parts = runner.map(_thumbnails, jobs) if runner is not None and n > 1 else [_thumbnails(j) for j in jobs]
-        thumbs.update({k: Image.fromarray(v) for part in parts for k, v in part.items()})
+        thumbs.update(_decoded_thumbnails(sorted((out / "shards").glob("shard-*.tar")), missing, thumb_h))
     order = [k for k in kept_ids if k in thumbs]
     cell_w = max([t.width for t in thumbs.values()] + [thumb_h])
     label, pad = 14, 4
@@ -189,9 +180,8 @@ def _read_table(path: Path) -> dict:
         raise CurateError(f"cannot read {path_text(str(path))}: {' '.join(str(exc).split())[:200]}") from None
 
 
-def write_report(out: str | Path, runner=None) -> Path:
-    """(Re)write OUT/report.md and its PNGs from sources.parquet and clips.parquet; the contact sheet's
-    frames are decoded on the workers of `runner` (an executor) when one is given."""
+def write_report(out: str | Path) -> Path:
+    """(Re)write OUT/report.md and its PNGs from sources.parquet and clips.parquet."""
     out = Path(out)
     require_outputs(out)
     sources, clips = (_read_table(out / name) for name in ("sources.parquet", "clips.parquet"))
@@ -222,10 +212,10 @@ def write_report(out: str | Path, runner=None) -> Path:
             funnel.append((f"- {r}", remaining))
     funnel.append(("kept", len(kept_ids)))
 
-    # The contact sheet's frames decode (on the workers, or here: PyAV and PIL release the GIL) while the
-    # charts are drawn.
+    # The contact sheet is built (and, for a run without saved thumbnails, its frames decoded: PyAV and
+    # PIL release the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        sheet = pool.submit(_contact_sheet, out, kept_ids, out / "contact_sheet.png", runner,
+        sheet = pool.submit(_contact_sheet, out, kept_ids, out / "contact_sheet.png",
                             dict(zip(clips["clip_id"], clips["source"])))
         _histograms(clips, out / "scores.png", _thresholds(out))
         _save(funnel_png(funnel), out / "funnel.png")
